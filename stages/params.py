@@ -1,0 +1,159 @@
+"""params.yaml -> one validated, typed Params object. Every stage reads its knobs from here.
+
+Unknown keys, missing keys, wrong types and out-of-range values fail before any work is done,
+naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DATASETS = ("mnist", "cifar10")
+ARCHITECTURES = ("lenet5", "alexnet")
+OPTIMIZERS = ("adam", "sgd")
+
+
+class ParamsError(ValueError):
+    """params.yaml is not valid; the message names the key and the fix."""
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ParamsError(f"params.yaml: '{key}' {msg}")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    # 'official' downloads the published files; anything else is the path or http(s) URL of an
+    # .npz laid out like keras.datasets.<name>.load_data(): x_train, y_train, x_test, y_test.
+    source: str = "official"
+
+
+@dataclass(frozen=True)
+class Data:
+    mnist: DataSource = field(default_factory=DataSource)
+    cifar10: DataSource = field(default_factory=DataSource)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    val_size: int = field(default=5000, metadata={"min": 1})
+    train_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole training split
+    test_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole test set
+
+
+@dataclass(frozen=True)
+class Model:
+    architecture: str = field(metadata={"choices": ARCHITECTURES})
+    dataset: str = field(metadata={"choices": DATASETS})
+    optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
+    learning_rate: float = field(default=1e-3, metadata={"min": 1e-8, "max": 10.0})
+    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 0.999})
+    batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
+    epochs: int = field(default=5, metadata={"min": 1, "max": 10000})
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    batch_size: int = field(default=512, metadata={"min": 1, "max": 65536})
+
+
+@dataclass(frozen=True)
+class Mlflow:
+    experiment: str = "classic-cnns"
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = field(metadata={"min": 0, "max": 2**31 - 1})
+    data: Data
+    prepare: Prepare
+    models: dict[str, Model]
+    evaluate: Evaluate
+    mlflow: Mlflow
+
+    def model(self, name: str) -> Model:
+        if name not in self.models:
+            raise ParamsError(f"params.yaml: no model '{name}' under 'models' (have: {', '.join(self.models)})")
+        return self.models[name]
+
+    def as_flat_dict(self) -> dict[str, object]:
+        """Every knob as 'a.b.c' -> value, for MLflow."""
+        out: dict[str, object] = {}
+
+        def walk(prefix: str, value: object) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", dataclasses.asdict(self))
+        return out
+
+
+def _build(cls: type, raw: object, key: str):
+    """Build dataclass `cls` from `raw`, checking names, types and ranges recursively."""
+    _check(isinstance(raw, dict), key or "<top level>", f"must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in raw:
+        _check(name in fields, f"{key}.{name}".lstrip("."),
+               f"is not a known key; allowed here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{key}.{name}".lstrip(".")
+        if name not in raw:
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            _check(has_default, path, "is missing; add it to params.yaml")
+            continue
+        kwargs[name] = _value(hints[name], raw[name], path, f.metadata)
+    return cls(**kwargs)
+
+
+def _value(hint, value, path: str, meta):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if typing.get_origin(hint) is dict:
+        _, item_type = typing.get_args(hint)
+        _check(isinstance(value, dict) and value, path, "must be a non-empty mapping of name -> settings")
+        return {str(k): _build(item_type, v, f"{path}.{k}") for k, v in value.items()}
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), path,
+               f"must be a number, got {value!r}")
+        value = float(value)
+    elif hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), path,
+               f"must be a whole number, got {value!r}")
+    elif hint is str:
+        _check(isinstance(value, str) and value != "", path, f"must be a non-empty string, got {value!r}")
+    if "choices" in meta:
+        _check(value in meta["choices"], path, f"must be one of {', '.join(meta['choices'])}; got {value!r}")
+    if "min" in meta:
+        _check(value >= meta["min"], path, f"must be >= {meta['min']}, got {value!r}")
+    if "max" in meta:
+        _check(value <= meta["max"], path, f"must be <= {meta['max']}, got {value!r}")
+    return value
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run the stages from the project root, where params.yaml lives")
+    with path.open() as fh:
+        raw = yaml.safe_load(fh)
+    return _build(Params, raw, "")
+
+
+def load_or_exit(path: str | Path = "params.yaml") -> Params:
+    """For stage entry points: a bad params.yaml ends the stage with its message and exit code 2."""
+    try:
+        return load_params(path)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
