@@ -1,0 +1,171 @@
+"""Shared fixtures: tiny datasets in the official formats, served over loopback http, and a
+throw-away copy of the project to run the real stages and `dvc` in."""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+def _images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Noisy images whose brightness pattern depends on the label, so a network can learn them."""
+    x = rng.integers(0, 60, size=(len(labels), *shape)).astype(np.int64)
+    rows = shape[0]
+    for i, label in enumerate(labels):
+        band = slice(int(label) * rows // 10, (int(label) + 1) * rows // 10)
+        x[i, band] += 180
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
+
+
+def write_mnist(folder: Path, n_train: int = 240, n_test: int = 80, seed: int = 0) -> dict[str, str]:
+    rng = np.random.default_rng(seed)
+    y_train, y_test = np.arange(n_train) % 10, np.arange(n_test) % 10
+    files = {
+        "train-images-idx3-ubyte.gz": idx_bytes(_images(rng, y_train, (28, 28))),
+        "train-labels-idx1-ubyte.gz": idx_bytes(y_train.astype(np.uint8)),
+        "t10k-images-idx3-ubyte.gz": idx_bytes(_images(rng, y_test, (28, 28))),
+        "t10k-labels-idx1-ubyte.gz": idx_bytes(y_test.astype(np.uint8)),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def cifar_archive(per_batch: int = 40, n_test: int = 80, seed: int = 1) -> bytes:
+    """cifar-10-python.tar.gz in the official layout: pickled dicts, rows of 3072 bytes (CHW)."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        batches = [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]
+        for name, n in batches:
+            labels = rng.permutation(np.arange(n) % 10)
+            images = _images(rng, labels, (32, 32, 3)).transpose(0, 3, 1, 2).reshape(n, -1)
+            payload = pickle.dumps({b"batch_label": name.encode(), b"labels": labels.tolist(),
+                                    b"data": images, b"filenames": [b"x.png"] * n})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def write_cifar(folder: Path, **kwargs) -> dict[str, str]:
+    data = cifar_archive(**kwargs)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cifar-10-python.tar.gz").write_bytes(data)
+    return {"cifar-10-python.tar.gz": hashlib.sha256(data).hexdigest()}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    """serve(folder) -> base URL of an http server on 127.0.0.1 for that folder."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fixture_data(tmp_path_factory):
+    """Tiny MNIST and CIFAR-10 in their official formats, plus a spec-override file pinning the
+    fixtures' checksums (the test-only stand-in for the real pinned ones)."""
+    folder = tmp_path_factory.mktemp("mirror")
+    sums = {"mnist": write_mnist(folder / "mnist"), "cifar10": write_cifar(folder / "cifar10")}
+    return folder, sums
+
+
+def write_spec(path: Path, sums: dict, urls: list[str] | None = None) -> Path:
+    """A CLASSIC_CNN_DATASET_SPEC file: the fixtures' checksums and (by default) no official URLs,
+    so a test never reaches beyond 127.0.0.1."""
+    path.write_text(json.dumps({name: {"files": files, "urls": urls or []} for name, files in sums.items()}))
+    return path
+
+
+TINY_PARAMS = {
+    "prepare": {"val_size": 40, "train_limit": 0, "test_limit": 0},
+    "evaluate": {"batch_size": 64},
+}
+
+
+@pytest.fixture
+def project(tmp_path, fixture_data, serve, monkeypatch):
+    """A git-initialised copy of the project with tiny params, its data served over http."""
+    mirror, sums = fixture_data
+    root = tmp_path / "project"
+    root.mkdir()
+    for rel in PROJECT_FILES:
+        src = ROOT / rel
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params.update(TINY_PARAMS)
+    for model in params["models"].values():
+        model.update(epochs=1, batch_size=32)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        "DATA_MIRROR": serve(mirror),
+        "CLASSIC_CNN_DATASET_SPEC": str(write_spec(tmp_path / "spec.json", sums)),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "true",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's default store
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "fixture"], root)
+    return root
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stage(name: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check)

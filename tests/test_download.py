@@ -1,0 +1,108 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from stages import download as dl
+from tests.conftest import stage, write_spec
+
+
+@pytest.fixture
+def spec(tmp_path, fixture_data, monkeypatch):
+    mirror, sums = fixture_data
+    monkeypatch.setenv(dl.SPEC_OVERRIDE_ENV, str(write_spec(tmp_path / "spec.json", sums)))
+    monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
+    return mirror, sums
+
+
+def test_official_files_come_from_an_http_mirror_with_checksums(spec, serve, tmp_path, monkeypatch):
+    mirror, sums = spec
+    monkeypatch.setenv("DATA_MIRROR", serve(mirror))  # files sit under mnist/ there
+    out = tmp_path / "raw" / "mnist"
+    provenance = dl.download("mnist", "official", out)
+    assert provenance["official"] is True
+    assert provenance["files"] == sums["mnist"]
+    for name, sha in sums["mnist"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == sha
+    assert json.loads((out / "provenance.json").read_text()) == provenance
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mnist"]  # no temp folders left
+
+
+def test_a_local_folder_works_as_the_mirror(spec, tmp_path, monkeypatch):
+    mirror, sums = spec
+    monkeypatch.setenv("DATA_MIRROR", str(mirror / "cifar10"))  # flat layout
+    out = tmp_path / "raw" / "cifar10"
+    assert dl.download("cifar10", "official", out)["files"] == sums["cifar10"]
+
+
+def test_checksum_mismatch_names_file_url_and_both_checksums_and_leaves_nothing(spec, serve, tmp_path, monkeypatch):
+    mirror, sums = spec
+    bad = tmp_path / "bad"
+    (bad / "mnist").mkdir(parents=True)
+    for name in sums["mnist"]:
+        (bad / "mnist" / name).write_bytes((mirror / "mnist" / name).read_bytes())
+    tampered = bad / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    tampered.write_bytes(tampered.read_bytes() + b"x")
+    url = serve(bad)
+    monkeypatch.setenv("DATA_MIRROR", url)
+    out = tmp_path / "raw" / "mnist"
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download("mnist", "official", out)
+    message = str(err.value)
+    assert "t10k-labels-idx1-ubyte.gz" in message
+    assert f"{url}mnist/t10k-labels-idx1-ubyte.gz" in message
+    assert sums["mnist"]["t10k-labels-idx1-ubyte.gz"] in message
+    assert hashlib.sha256(tampered.read_bytes()).hexdigest() in message
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no partial files or temp folders
+
+
+def test_unreachable_sources_are_all_named(spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_MIRROR", "http://127.0.0.1:9/mirror/")  # the discard port: refused
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download("cifar10", "official", tmp_path / "raw" / "cifar10")
+    message = str(err.value)
+    assert "http://127.0.0.1:9/mirror/cifar-10-python.tar.gz" in message
+    assert "http://127.0.0.1:9/mirror/cifar10/cifar-10-python.tar.gz" in message
+    assert f"{dl.RETRIES} attempts" in message  # refused connections are retried
+    assert "DATA_MIRROR" in message  # and the fix is named
+
+
+def test_missing_file_in_a_folder_mirror_falls_through_to_the_next_url(spec, serve, tmp_path, monkeypatch):
+    mirror, sums = spec
+    monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "empty"))
+    monkeypatch.setenv(dl.SPEC_OVERRIDE_ENV, str(write_spec(tmp_path / "s.json", sums, [serve(mirror / "mnist")])))
+    assert dl.download("mnist", "official", tmp_path / "raw" / "mnist")["official"]
+
+
+def test_local_npz_copy_is_recorded_as_non_official(tmp_path, serve):
+    rng = np.random.default_rng(0)
+    copy = tmp_path / "copy" / "stand-in.npz"
+    copy.parent.mkdir()
+    np.savez(copy, x_train=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), y_train=np.arange(20) % 10,
+             x_test=rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), y_test=np.arange(10) % 10)
+    sha = hashlib.sha256(copy.read_bytes()).hexdigest()
+    for source in (str(copy), serve(copy.parent) + "stand-in.npz"):
+        out = tmp_path / "raw" / source[-20:].replace("/", "_") / "cifar10"
+        provenance = dl.download("cifar10", source, out)
+        assert provenance == {"dataset": "cifar10", "title": "CIFAR-10 (non-official local copy)",
+                              "official": False, "source": source, "files": {"cifar10.npz": sha}}
+        assert (out / "cifar10.npz").read_bytes() == copy.read_bytes()
+
+
+def test_a_local_copy_without_the_keras_keys_is_refused(tmp_path):
+    copy = tmp_path / "wrong.npz"
+    np.savez(copy, images=np.zeros((2, 32, 32, 3), np.uint8))
+    out = tmp_path / "raw" / "cifar10"
+    with pytest.raises(dl.DownloadError, match="lacks x_train, y_train, x_test, y_test"):
+        dl.download("cifar10", str(copy), out)
+    assert not out.exists()
+
+
+def test_the_stage_exits_non_zero_with_the_reason(project, monkeypatch):
+    monkeypatch.setenv("DATA_MIRROR", "http://127.0.0.1:9/")
+    result = stage("download", "mnist", cwd=project, check=False)
+    assert result.returncode == 1
+    assert "error: mnist: could not get train-images-idx3-ubyte.gz" in result.stderr
+    assert not (project / "data" / "raw" / "mnist").exists()

@@ -1,0 +1,106 @@
+"""End to end: the real `dvc repro` on tiny official-format data served over loopback http,
+with a real MLflow SQLite store, in a throw-away git repo."""
+import json
+import re
+
+import mlflow
+import numpy as np
+import yaml
+from mlflow.tracking import MlflowClient
+
+from stages.tracking import project_root
+from tests.conftest import run
+
+STAGE_OUTPUTS = [
+    "data/raw/mnist/provenance.json", "data/raw/cifar10/cifar-10-python.tar.gz",
+    "data/prepared/mnist.npz", "data/prepared/cifar10.json",
+    "models/lenet5/model.keras", "models/alexnet/run.json",
+    "reports/lenet5/history.csv", "reports/alexnet/training.json", "reports/lenet5/metrics.json",
+    "reports/alexnet/predictions.csv", "reports/report.md", "reports/report.html",
+    "reports/figures/lenet5-learning-curves.png", "reports/figures/alexnet-confusion.png",
+]
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def runs_by_name(root):
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("classic-cnns")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    grouped = {}
+    for r in runs:
+        grouped.setdefault(r.info.run_name, []).append(r)
+    return client, grouped
+
+
+def test_dvc_repro_end_to_end(project):
+    first = run(["dvc", "repro"], project)
+    assert ran(first.stdout) == {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10",
+                                 "train@lenet5", "train@alexnet", "evaluate@lenet5", "evaluate@alexnet",
+                                 "report"}
+    for rel in STAGE_OUTPUTS:
+        assert (project / rel).exists(), rel
+
+    metrics = {m: json.loads((project / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
+    for m in metrics.values():
+        assert 0.0 <= m["test_accuracy"] <= 1.0
+        assert m["test_images"] == 80
+
+    client, runs = runs_by_name(project)
+    assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1}
+    for name, model in (("lenet5-mnist", "lenet5"), ("alexnet-cifar10", "alexnet")):
+        r = runs[name][0]
+        assert r.info.status == "FINISHED"
+        assert r.data.params["model.epochs"] == "1"
+        assert r.data.params["seed"] == "42"
+        assert r.data.metrics["test_accuracy"] == metrics[model]["test_accuracy"]
+        assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 1
+        assert r.data.tags["device"].startswith(("CPU", "GPU"))
+        assert r.data.tags["version.keras"]
+        assert r.data.tags["git_commit"] != "unknown"
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"history.csv", "evaluation"} <= artifacts
+        evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
+        assert "evaluation/confusion.csv" in evaluation
+    lenet = runs["lenet5-mnist"][0]
+    assert lenet.data.tags["dataset_sha256.train-images-idx3-ubyte.gz"] == json.loads(
+        (project / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    loaded = mlflow.pyfunc.load_model(f"runs:/{lenet.info.run_id}/model")
+    with np.load(project / "data/prepared/mnist.npz") as data:
+        x = data["x_test"][:5].astype("float32")
+    probs = np.asarray(loaded.predict(x))
+    assert probs.shape == (5, 10)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+    report = (project / "reports/report.md").read_text()
+    assert "61,706" in report
+    assert f"{100 * metrics['lenet5']['test_accuracy']:.2f}%" in report
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (project / "reports" / image).exists(), image
+    assert "data:image/png;base64," in (project / "reports/report.html").read_text()
+
+    second = run(["dvc", "repro"], project)
+    assert ran(second.stdout) == set(), second.stdout
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["models"]["lenet5"]["epochs"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = run(["dvc", "repro"], project)
+    assert ran(third.stdout) == {"train@lenet5", "evaluate@lenet5", "report"}
+    client, runs = runs_by_name(project)
+    assert len(runs["lenet5-mnist"]) == 2 and len(runs["alexnet-cifar10"]) == 1
+    newest = runs["lenet5-mnist"][-1]
+    assert len(client.get_metric_history(newest.info.run_id, "val_accuracy")) == 2
+    assert newest.data.metrics["test_accuracy"] == json.loads(
+        (project / "reports/lenet5/metrics.json").read_text())["test_accuracy"]
+
+
+def test_temp_experiments_log_to_the_projects_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12"))
+    assert project_root() == tmp_path / "proj"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "proj"))
+    assert project_root() == tmp_path / "proj"
