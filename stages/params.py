@@ -15,7 +15,9 @@ import yaml
 
 DATASETS = ("mnist", "cifar10")
 ARCHITECTURES = ("lenet5", "alexnet")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+INITIALIZERS = ("glorot_uniform", "he_normal", "he_uniform")
 
 
 class ParamsError(ValueError):
@@ -51,11 +53,36 @@ class Prepare:
 class Model:
     architecture: str = field(metadata={"choices": ARCHITECTURES})
     dataset: str = field(metadata={"choices": DATASETS})
+    # Optimisation
     optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
-    learning_rate: float = field(default=1e-3, metadata={"min": 1e-8, "max": 10.0})
-    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 0.999})
+    learning_rate: float = field(default=1e-3, metadata={"min": 1e-8, "max": 10.0})  # peak rate
+    momentum: float = field(default=0.0, metadata={"min": 0.0, "max": 0.999})  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})  # decoupled
+    schedule: str = field(default="constant", metadata={"choices": SCHEDULES})
+    warmup_epochs: int = field(default=0, metadata={"min": 0, "max": 1000})  # linear warm-up
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
     batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
     epochs: int = field(default=5, metadata={"min": 1, "max": 10000})
+    early_stopping_patience: int = field(default=0, metadata={"min": 0})  # 0 = off
+    # Augmentation (training images only): random crop after zero-padding, horizontal flip
+    augment_crop_padding: int = field(default=0, metadata={"min": 0, "max": 16})
+    augment_flip: bool = False
+    # Additions to the architecture, off by default and named in the report when on
+    batch_norm: bool = False
+    kernel_initializer: str = field(default="glorot_uniform", metadata={"choices": INITIALIZERS})
+    # Speed
+    steps_per_execution: int = field(default=1, metadata={"min": 1, "max": 10000})
+    mixed_precision: bool = False  # bfloat16 compute, float32 weights and output
+
+
+@dataclass(frozen=True)
+class Health:
+    """A run whose training loss stays within loss_margin of ln(classes) with accuracy within
+    accuracy_margin of chance after check_after_epochs epochs did not learn; it is stopped."""
+    check_after_epochs: int = field(default=2, metadata={"min": 1})
+    loss_margin: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
+    accuracy_margin: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
 
 
 @dataclass(frozen=True)
@@ -74,6 +101,7 @@ class Params:
     data: Data
     prepare: Prepare
     models: dict[str, Model]
+    health: Health
     evaluate: Evaluate
     mlflow: Mlflow
 
@@ -123,7 +151,9 @@ def _value(hint, value, path: str, meta):
         _, item_type = typing.get_args(hint)
         _check(isinstance(value, dict) and value, path, "must be a non-empty mapping of name -> settings")
         return {str(k): _build(item_type, v, f"{path}.{k}") for k, v in value.items()}
-    if hint is float:
+    if hint is bool:
+        _check(isinstance(value, bool), path, f"must be true or false, got {value!r}")
+    elif hint is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), path,
                f"must be a number, got {value!r}")
         value = float(value)

@@ -4,11 +4,21 @@
 
 Reads data/prepared/<dataset>.npz; writes models/<name>/model.keras and models/<name>/run.json
 (the MLflow run id, which `evaluate` adds to), reports/<name>/history.csv (per-epoch loss and
-accuracy, a DVC plot), reports/<name>/architecture.csv (the layer table) and reports/<name>/training.json (time, throughput, device; DVC metrics).
+accuracy, a DVC plot), reports/<name>/architecture.csv (the layer table) and
+reports/<name>/training.json (time, throughput, device; DVC metrics).
+
+Every epoch is checkpointed to checkpoints/<name>/, so a killed run rerun with `dvc repro`
+continues from its last finished epoch and ends with the same weights as an uninterrupted run.
+Every epoch is also checked for health: a non-finite loss, or a loss stuck at ln(classes) with
+chance accuracy, stops the stage with a message, marks the MLflow run FAILED and writes no outputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,11 +26,20 @@ from pathlib import Path
 import numpy as np
 
 from stages import environment, tracking
+from stages.checkpoint import Checkpoint, fingerprint, get_values, set_values
 from stages.params import Params, load_or_exit
 from stages.prepare import PREPARED_DIR
 
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
+CHECKPOINTS_DIR = Path("checkpoints")
+KILL_AFTER_EPOCH_ENV = "CLASSIC_CNN_KILL_AFTER_EPOCH"  # for tests: SIGKILL itself after that epoch
+
+
+class TrainingFailed(RuntimeError):
+    def __init__(self, reason: str, epoch: int, message: str):
+        super().__init__(message)
+        self.reason, self.epoch = reason, epoch
 
 
 def load_split(dataset: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -41,12 +60,85 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(cfg):
+def learning_rate(cfg, steps_per_epoch: int):
+    """A float, or a schedule of the optimizer's step: linear warm-up, then constant or cosine."""
     import keras
 
+    if cfg.schedule == "constant" and cfg.warmup_epochs == 0:
+        return cfg.learning_rate
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else cfg.learning_rate,
+        warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup,
+        decay_steps=max(1, cfg.epochs * steps_per_epoch - warmup),
+        alpha=1.0 if cfg.schedule == "constant" else 0.0)
+
+
+def make_optimizer(cfg, steps_per_epoch: int):
+    import keras
+
+    lr = learning_rate(cfg, steps_per_epoch)
+    decay = cfg.weight_decay or None
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=cfg.learning_rate, momentum=cfg.momentum)
-    return keras.optimizers.Adam(learning_rate=cfg.learning_rate)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=decay)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(lr, weight_decay=decay)
+
+
+def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """This epoch's shuffled (and, if asked, augmented) training set. The randomness depends only
+    on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    if cfg.augment_crop_padding:
+        p = cfg.augment_crop_padding
+        padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        dy, dx = rng.integers(0, 2 * p + 1, size=(2, len(x)))
+        h, w = x.shape[1:3]
+        rows = dy[:, None] + np.arange(h)[None, :]
+        cols = dx[:, None] + np.arange(w)[None, :]
+        x = padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if cfg.augment_flip:
+        flip = rng.random(len(x)) < 0.5
+        x = x.copy()
+        x[flip] = x[flip, :, ::-1]
+    return x.astype("float32"), y
+
+
+def stop_on_non_finite_loss(name: str):
+    import keras
+
+    class StopOnNonFiniteLoss(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise TrainingFailed("non-finite loss", self.epoch, (
+                    f"{name}: training loss became {float(loss)} at epoch {self.epoch}, step {batch + 1}. "
+                    f"Likely fixes: lower models.{name}.learning_rate (e.g. 10x), add warm-up "
+                    f"(models.{name}.warmup_epochs), enable models.{name}.batch_norm, or check the inputs."))
+
+    return StopOnNonFiniteLoss()
+
+
+def check_learning(name: str, epoch: int, logs: dict, params: Params, num_classes: int) -> None:
+    """After health.check_after_epochs epochs, a loss at ln(classes) with chance accuracy is a
+    network that has not learned anything: stop rather than report it as a result."""
+    health = params.health
+    chance_loss, chance_acc = math.log(num_classes), 1.0 / num_classes
+    if epoch < health.check_after_epochs:
+        return
+    if abs(logs["loss"] - chance_loss) <= health.loss_margin and logs["accuracy"] <= chance_acc + health.accuracy_margin:
+        raise TrainingFailed("did not learn", epoch, (
+            f"{name}: did not learn: after epoch {epoch} the training loss is {logs['loss']:.4f}, "
+            f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores, and accuracy "
+            f"{logs['accuracy']:.3f} is at chance ({chance_acc:.2f}). Likely fixes: lower "
+            f"models.{name}.learning_rate (e.g. 10x), add warm-up (models.{name}.warmup_epochs), enable "
+            f"models.{name}.batch_norm, or use models.{name}.kernel_initializer: he_normal."))
 
 
 def run_params(params: Params, name: str) -> dict[str, object]:
@@ -61,112 +153,163 @@ def run_params(params: Params, name: str) -> dict[str, object]:
 
 
 def pip_requirements() -> list[str]:
-    from stages.environment import package_versions
-
-    return [f"{pkg}=={ver}" for pkg, ver in package_versions().items()
+    return [f"{pkg}=={ver}" for pkg, ver in environment.package_versions().items()
             if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy")]
 
 
-def layer_table(model) -> "pd.DataFrame":
-    """One row per layer of the built model: name, type, activation, output shape, parameters."""
-    import pandas as pd
+def start_run(params: Params, name: str, meta: dict, resume_id: str | None):
+    """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one."""
+    import mlflow
 
-    rows = []
-    for layer in model.layers[1:]:  # skip the Input
-        activation = getattr(layer, "activation", None)
-        rows.append({
-            "layer": layer.name,
-            "type": type(layer).__name__,
-            "activation": getattr(activation, "__name__", "") if activation else "",
-            "output_shape": "x".join(str(d) for d in layer.output.shape[1:]),
-            "parameters": layer.count_params(),
-        })
-    return pd.DataFrame(rows)
+    tracking.use_store(params.mlflow.experiment)
+    if resume_id and mlflow.get_run(resume_id) is not None:
+        return mlflow.start_run(run_id=resume_id)
+    cfg = params.model(name)
+    prov = meta["provenance"]
+    run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}")
+    mlflow.log_params(run_params(params, name))
+    mlflow.set_tags({**tracking.run_tags(), **environment.describe(), "model": name,
+                     "architecture": cfg.architecture, "dataset": cfg.dataset, "dataset_title": prov["title"],
+                     "dataset_official": str(prov["official"]).lower(),
+                     **{f"dataset_sha256.{f}": s for f, s in prov["files"].items()}})
+    return run
 
 
 def train(params: Params, name: str) -> dict:
     import keras
     import mlflow
-    from mlflow.models import infer_signature
+
+    from stages.models import build, layer_table
 
     cfg = params.model(name)
     seed_everything(params.seed)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
     arrays, meta = load_split(cfg.dataset)
-    x_train, y_train = arrays["x_train"].astype("float32"), arrays["y_train"]
-    x_val, y_val = arrays["x_val"].astype("float32"), arrays["y_val"]
+    num_classes = len(meta["classes"])
+    x_train, y_train = arrays["x_train"], keras.utils.to_categorical(arrays["y_train"], num_classes)
+    x_val, y_val = arrays["x_val"].astype("float32"), keras.utils.to_categorical(arrays["y_val"], num_classes)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
 
-    from stages.models import build
-
-    model = build(cfg.architecture, tuple(meta["shape"]), meta["mean"], meta["std"], len(meta["classes"]))
-    model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = build(cfg.architecture, tuple(meta["shape"]), meta["mean"], meta["std"], num_classes,
+                  batch_norm=cfg.batch_norm, kernel_initializer=cfg.kernel_initializer)
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution)
     device = environment.device()
+    ckpt = Checkpoint(CHECKPOINTS_DIR / name, fingerprint(dataclasses.asdict(cfg), params.seed,
+                                                         dataclasses.asdict(params.prepare), meta))
+    state = ckpt.load(model) or {"epoch": 0, "history": {}, "train_seconds": 0.0, "run_id": None,
+                                 "best_val_accuracy": None, "best_epoch": 0}
+    best = ckpt.best_weights(state) if state["epoch"] else None
     print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(x_train)} training images, "
-          f"{model.count_params():,} parameters; training on {device} ({keras.backend.backend()} backend)")
+          f"{model.count_params():,} parameters; training on {device} ({keras.backend.backend()} backend)"
+          + (f"; resuming after epoch {state['epoch']}" if state["epoch"] else ""))
 
-    tracking.use_store(params.mlflow.experiment)
-    with mlflow.start_run(run_name=f"{name}-{cfg.dataset}") as run:
-        mlflow.log_params(run_params(params, name))
-        mlflow.set_tags({**tracking.run_tags(), **environment.describe(), "model": name,
-                         "architecture": cfg.architecture, "dataset": cfg.dataset,
-                         "dataset_title": meta["provenance"]["title"],
-                         "dataset_official": str(meta["provenance"]["official"]).lower(),
-                         **{f"dataset_sha256.{f}": s for f, s in meta["provenance"]["files"].items()}})
-        started = time.perf_counter()
-        history = model.fit(
-            x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-            validation_data=(x_val, y_val), shuffle=True,
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[mlflow.keras.MlflowCallback()],
-        )
-        train_seconds = time.perf_counter() - started
+    run = start_run(params, name, meta, state["run_id"])
+    state["run_id"] = run.info.run_id
+    try:
+        stopped_early = False
+        for epoch in range(state["epoch"], cfg.epochs):
+            x_epoch, y_epoch = epoch_data(x_train, y_train, cfg, params.seed, epoch)
+            started = time.perf_counter()
+            fit = model.fit(x_epoch, y_epoch, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                            validation_data=(x_val, y_val), shuffle=False,
+                            verbose=1 if sys.stdout.isatty() else 0, callbacks=[stop_on_non_finite_loss(name)])
+            seconds = time.perf_counter() - started
+            logs = {k: float(v[-1]) for k, v in fit.history.items()}
+            for k, v in {**logs, "epoch_seconds": seconds}.items():
+                state["history"].setdefault(k, []).append(v)
+            state["train_seconds"] += seconds
+            state["epoch"] = epoch + 1
+            mlflow.log_metrics({**logs, "epoch_seconds": seconds}, step=epoch + 1)
+            print(f"{name} epoch {epoch + 1}/{cfg.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
+                  f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f} ({seconds:.1f} s)",
+                  flush=True)
+            check_learning(name, epoch + 1, logs, params, num_classes)
 
-        out_dir = MODELS_DIR / name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / "model.tmp.keras"
-        model.save(tmp)
-        tmp.replace(out_dir / "model.keras")
+            improved = state["best_val_accuracy"] is None or logs["val_accuracy"] > state["best_val_accuracy"]
+            if cfg.early_stopping_patience and improved:
+                state["best_val_accuracy"], state["best_epoch"] = logs["val_accuracy"], epoch + 1
+                best = get_values(model.variables)
+            ckpt.save(model, state, best if (cfg.early_stopping_patience and improved) else None)
+            if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if cfg.early_stopping_patience and epoch + 1 - state["best_epoch"] >= cfg.early_stopping_patience:
+                print(f"{name}: validation accuracy has not improved for {cfg.early_stopping_patience} epochs; "
+                      f"stopping and keeping epoch {state['best_epoch']}'s weights")
+                stopped_early = True
+                break
+        if cfg.early_stopping_patience and best is not None:
+            set_values(model.variables, best)
+        summary = write_outputs(params, name, model, state, device, len(x_train), stopped_early, layer_table)
+    except TrainingFailed as failure:
+        mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
+                         "failure_message": str(failure)[:5000]})
+        mlflow.end_run(status="FAILED")
+        ckpt.clear()
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
+    ckpt.clear()
+    print(f"{name}: trained {summary['epochs']} epochs in {summary['train_seconds']:.1f} s; val accuracy "
+          f"{summary['final_val_accuracy']:.4f}; MLflow run {state['run_id']}")
+    return summary
 
-        signature = infer_signature(x_val[:2], model.predict(x_val[:2], verbose=0))
-        mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=pip_requirements())
 
-        rows = history.history
-        epochs = len(rows["loss"])
-        report_dir = REPORTS_DIR / name
-        report_dir.mkdir(parents=True, exist_ok=True)
-        import pandas as pd
+def write_outputs(params: Params, name: str, model, state: dict, device: str, n_train: int,
+                  stopped_early: bool, layer_table) -> dict:
+    """The stage's outputs, each written to a temporary name first; logged to the active run."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
 
-        frame = pd.DataFrame({"epoch": range(1, epochs + 1), **rows})
-        frame.to_csv(report_dir / "history.csv", index=False)
-        layer_table(model).to_csv(report_dir / "architecture.csv", index=False)
-        mlflow.log_artifact(str(report_dir / "history.csv"))
-        summary = {
-            "train_seconds": round(train_seconds, 2),
-            "epochs": epochs,
-            "train_images_per_second": round(len(x_train) * epochs / train_seconds, 1),
-            "final_train_accuracy": float(rows["accuracy"][-1]),
-            "final_val_accuracy": float(rows["val_accuracy"][-1]),
-            "parameters": int(model.count_params()),
-            "device": device,
-        }
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        (report_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (out_dir / "run.json").write_text(json.dumps({"run_id": run.info.run_id,
-                                                      "tracking_uri": tracking.tracking_uri()}, indent=2) + "\n")
-    print(f"{name}: trained {epochs} epochs in {train_seconds:.1f} s; val accuracy "
-          f"{summary['final_val_accuracy']:.4f}; MLflow run {run.info.run_id}")
+    out_dir, report_dir = MODELS_DIR / name, REPORTS_DIR / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "model.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, out_dir / "model.keras")
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, model.output_shape[-1]))]))
+    mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=pip_requirements())
+
+    history = state["history"]
+    epochs = state["epoch"]
+    pd.DataFrame({"epoch": range(1, epochs + 1), **history}).to_csv(report_dir / "history.csv", index=False)
+    layer_table(model).to_csv(report_dir / "architecture.csv", index=False)
+    mlflow.log_artifact(str(report_dir / "history.csv"))
+    summary = {
+        "train_seconds": round(state["train_seconds"], 2),
+        "epochs": epochs,
+        "train_images_per_second": round(n_train * epochs / state["train_seconds"], 1),
+        "final_train_accuracy": history["accuracy"][-1],
+        "final_val_accuracy": history["val_accuracy"][-1],
+        "parameters": int(model.count_params()),
+        "device": device,
+    }
+    if params.model(name).early_stopping_patience:
+        summary.update(best_epoch=state["best_epoch"], stopped_early=stopped_early)
+    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    (report_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "run.json").write_text(json.dumps({"run_id": state["run_id"],
+                                                  "tracking_uri": tracking.tracking_uri()}, indent=2) + "\n")
     return summary
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m stages.train <model name from params.yaml models>", file=sys.stderr)
-        return 2
     params = load_or_exit()
-    if argv[0] not in params.models:
-        print(f"error: no model '{argv[0]}' under 'models' in params.yaml (have: {', '.join(params.models)})",
-              file=sys.stderr)
+    if len(argv) != 1 or argv[0] not in params.models:
+        print(f"usage: python -m stages.train {{{','.join(params.models)}}}", file=sys.stderr)
         return 2
-    train(params, argv[0])
+    try:
+        train(params, argv[0])
+    except TrainingFailed as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stages.models import build
-from stages.train import layer_table
+from stages.models import layer_table
 
 
 def test_lenet5_has_the_papers_shapes_and_61706_parameters():
@@ -32,3 +32,23 @@ def test_models_normalise_raw_pixels_themselves():
     normalise = model.get_layer("normalise")
     out = np.asarray(normalise(np.full((1, 32, 32, 1), 150.0, dtype="float32")))
     assert out == pytest.approx(np.ones_like(out), abs=1e-5)
+
+
+def test_multiply_adds_per_image():
+    lenet = layer_table(build("lenet5", (32, 32, 1), [0.0], [1.0])).set_index("layer")
+    assert lenet.loc["C1", "multiply_adds"] == 28 * 28 * 6 * 25
+    assert lenet.loc["C3", "multiply_adds"] == 10 * 10 * 16 * 25 * 6
+    assert lenet.loc["C5", "multiply_adds"] == 400 * 120
+    alex = layer_table(build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3)).set_index("layer")
+    assert alex.loc["conv1", "multiply_adds"] == 22 * 22 * 96 * 121 * 3
+    assert alex.loc["conv2", "multiply_adds"] == 10 * 10 * 256 * 25 * 96
+
+
+def test_batch_norm_is_an_explicit_addition():
+    plain = build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3)
+    with_bn = build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3, batch_norm=True, kernel_initializer="he_normal")
+    names = [layer.name for layer in with_bn.layers]
+    assert "conv1_bn" in names and "fc7_bn" in names
+    assert not any(layer.name.endswith("_bn") for layer in plain.layers)
+    assert with_bn.get_layer("conv1").activation.__name__ == "linear"
+    assert with_bn.get_layer("conv1_act").activation.__name__ == "relu"
