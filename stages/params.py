@@ -18,6 +18,7 @@ ARCHITECTURES = ("lenet5", "alexnet")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 INITIALIZERS = ("glorot_uniform", "he_normal", "he_uniform")
+INPUT_SCALINGS = ("standardize", "unit", "none")
 
 
 class ParamsError(ValueError):
@@ -68,6 +69,9 @@ class Model:
     # Augmentation (training images only): random crop after zero-padding, horizontal flip
     augment_crop_padding: int = field(default=0, metadata={"min": 0, "max": 16})
     augment_flip: bool = False
+    # Inputs: standardize = (x - mean) / std per channel from the training split; unit = x / 255
+    # (the reference notebook's); none = raw 0..255 pixels
+    input_scaling: str = field(default="standardize", metadata={"choices": INPUT_SCALINGS})
     # Additions to the architecture, off by default and named in the report when on
     batch_norm: bool = False
     kernel_initializer: str = field(default="glorot_uniform", metadata={"choices": INITIALIZERS})
@@ -83,6 +87,26 @@ class Health:
     check_after_epochs: int = field(default=2, metadata={"min": 1})
     loss_margin: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
     accuracy_margin: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
+
+
+@dataclass(frozen=True)
+class NotebookRecipe:
+    """The reference notebook's training settings; everything else as Model's defaults."""
+    optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
+    learning_rate: float = field(default=1e-3, metadata={"min": 1e-8, "max": 10.0})
+    batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
+    input_scaling: str = field(default="unit", metadata={"choices": INPUT_SCALINGS})
+
+
+@dataclass(frozen=True)
+class Diagnose:
+    """Replays the first `steps` training steps of `model` with its own recipe and with the
+    notebook's, measuring every `every` steps on `probe_images` validation images."""
+    model: str = "alexnet"
+    steps: int = field(default=150, metadata={"min": 1})
+    every: int = field(default=10, metadata={"min": 1})
+    probe_images: int = field(default=256, metadata={"min": 1})
+    notebook: NotebookRecipe = field(default_factory=NotebookRecipe)
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,7 @@ class Params:
     prepare: Prepare
     models: dict[str, Model]
     health: Health
+    diagnose: Diagnose
     evaluate: Evaluate
     mlflow: Mlflow
 

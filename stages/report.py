@@ -18,6 +18,7 @@ from stages.prepare import PREPARED_DIR
 from stages.train import REPORTS_DIR
 
 FIGURES = REPORTS_DIR / "figures"
+DIAGNOSTICS = REPORTS_DIR / "diagnostics"
 
 
 def load_results(params: Params) -> dict[str, dict]:
@@ -48,12 +49,14 @@ def plot_learning_curves(name: str, history: pd.DataFrame) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(history["epoch"], history[metric], marker="o", label="train")
         ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(f"{name}: {metric}")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -89,6 +92,96 @@ def _save(fig, filename: str) -> Path:
     return path
 
 
+def recipe(cfg) -> str:
+    parts = [f"{cfg.optimizer}" + (f" (momentum {cfg.momentum:g}{', Nesterov' if cfg.nesterov else ''})"
+                                   if cfg.optimizer == "sgd" else ""),
+             f"lr {cfg.learning_rate:g} {cfg.schedule}" + (f" after {cfg.warmup_epochs} warm-up epochs"
+                                                           if cfg.warmup_epochs else ""),
+             f"batch {cfg.batch_size}"]
+    if cfg.weight_decay:
+        parts.append(f"weight decay {cfg.weight_decay:g}")
+    if cfg.label_smoothing:
+        parts.append(f"label smoothing {cfg.label_smoothing:g}")
+    if cfg.augment_crop_padding or cfg.augment_flip:
+        aug = ([f"random crop (pad {cfg.augment_crop_padding})"] if cfg.augment_crop_padding else []) + \
+              (["horizontal flip"] if cfg.augment_flip else [])
+        parts.append("augmentation: " + " + ".join(aug))
+    if cfg.early_stopping_patience:
+        parts.append(f"early stopping (patience {cfg.early_stopping_patience})")
+    parts.append(f"inputs {cfg.input_scaling}")
+    if cfg.mixed_precision:
+        parts.append("mixed bfloat16")
+    return "; ".join(parts)
+
+
+def additions(cfg) -> str:
+    extra = (["batch normalisation"] if cfg.batch_norm else []) + \
+            ([f"{cfg.kernel_initializer} initialisation"] if cfg.kernel_initializer != "glorot_uniform" else [])
+    return ", ".join(extra) or "none (the notebook's layers)"
+
+
+def plot_diagnostics(steps: pd.DataFrame, layers: pd.DataFrame) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for label, style in (("notebook", "-"), ("recipe", "--")):
+        s = steps[steps.recipe == label]
+        axes[0].plot(s.step, s.probe_loss, style, marker="o", ms=3, label=label)
+        lay = layers[layers.recipe == label].groupby("step").dead_fraction.mean()
+        axes[1].plot(lay.index, 100 * lay.values, style, marker="o", ms=3, label=label)
+    axes[0].axhline(2.302585, color="grey", lw=0.8, ls=":")
+    axes[0].set_title("loss on probe images (dotted: ln 10)")
+    axes[1].set_title("dead ReLU units, mean over layers (%)")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, "diagnostics.png")
+
+
+def diagnostics_blocks() -> list[tuple]:
+    """Why the notebook's AlexNet did not learn, from the diagnose stage's measurements."""
+    if not (DIAGNOSTICS / "summary.json").exists():
+        return []
+    summary = json.loads((DIAGNOSTICS / "summary.json").read_text())
+    steps, layers = pd.read_csv(DIAGNOSTICS / "steps.csv"), pd.read_csv(DIAGNOSTICS / "layers.csv")
+    nb, ours = summary["recipes"]["notebook"], summary["recipes"]["recipe"]
+    st = nb["settings"]
+    worst = max(nb["dead_fraction"], key=nb["dead_fraction"].get)
+    text = (
+        f"The notebook trained {summary['model']} with {st['optimizer']} at learning rate "
+        f"{st['learning_rate']:g}, batch {st['batch_size']}, inputs scaled `{st['input_scaling']}`. "
+        f"Replaying its first {nb['steps']} steps from the same initial weights, the loss on "
+        f"{summary['probe_images']} validation images ends at {nb['final_probe_loss']:.4f} "
+        f"(ln 10 = {summary['ln_classes']:.4f}, what a uniform guess scores) with accuracy "
+        f"{100 * nb['final_probe_accuracy']:.1f}%, and the spread of its logits across classes goes from "
+        f"{nb['initial_logit_std']:.4f} to {nb['final_logit_std']:.4f}. "
+        f"{100 * nb['dead_fraction'][worst]:.1f}% of {worst}'s units are dead (they output 0 for every probe "
+        f"image, so they pass no gradient back); over all ReLU layers "
+        f"{100 * sum(nb['dead_fraction'].values()) / len(nb['dead_fraction']):.1f}% are. "
+        f"With this project's recipe ({ours['settings']['optimizer']}, learning rate "
+        f"{ours['settings']['learning_rate']:g} after a {ours['settings']['warmup_epochs']}-epoch warm-up, "
+        f"inputs `{ours['settings']['input_scaling']}`) the same {ours['steps']} steps end at loss "
+        f"{ours['final_probe_loss']:.4f}, accuracy {100 * ours['final_probe_accuracy']:.1f}%, logit spread "
+        f"{ours['final_logit_std']:.4f}, with {100 * sum(ours['dead_fraction'].values()) / len(ours['dead_fraction']):.1f}% "
+        f"of ReLU units dead on average.")
+    rows = [[layer, f"{100 * nb['dead_fraction'][layer]:.1f}%", f"{100 * ours['dead_fraction'][layer]:.1f}%",
+             f"{nb['grad_norm'][layer]:.3g}", f"{ours['grad_norm'][layer]:.3g}"] for layer in nb["dead_fraction"]]
+    return [
+        ("h2", "Why the reference notebook's AlexNet did not learn"),
+        ("p", text),
+        ("table", ["layer", "dead units, notebook", "dead units, recipe", "gradient norm, notebook",
+                   "gradient norm, recipe"], rows),
+        ("img", plot_diagnostics(steps, layers), "loss and dead units over the first steps"),
+        ("p", f"Measured after step {nb['steps']} on {summary['model']}'s validation images "
+              "(`dvc repro diagnose`; settings under `diagnose:` in params.yaml). The training-health "
+              "check stops any run that ends up like this: see the README."),
+    ]
+
+
 # A report is a list of blocks, rendered once as Markdown and once as HTML.
 def build_blocks(results: dict[str, dict]) -> list[tuple]:
     names = list(results)
@@ -108,8 +201,8 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
         ("Layers with weights", lambda r: str(int((r["architecture"]["parameters"] > 0).sum()))),
         ("Parameters", lambda r: f"{r['training']['parameters']:,}"),
         ("Training images", lambda r: f"{r['data']['sizes']['train']:,}"),
-        ("Optimizer", lambda r: f"{r['config'].optimizer}, lr {r['config'].learning_rate:g}, "
-                                f"batch {r['config'].batch_size}"),
+        ("Recipe", lambda r: recipe(r["config"])),
+        ("Additions to the architecture", lambda r: additions(r["config"])),
         ("Epochs", lambda r: str(r["training"]["epochs"])),
         ("Test accuracy", lambda r: f"{100 * r['metrics']['test_accuracy']:.2f}% "
                                     f"(of {r['metrics']['test_images']:,} images)"),
@@ -138,6 +231,7 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
             ("h3", "Per class"), ("table", ["class", "precision", "recall", "F1", "support"], per_class),
         ]
 
+    blocks += diagnostics_blocks()
     blocks.append(("h2", "Data provenance"))
     seen = set()
     for r in results.values():

@@ -86,6 +86,30 @@ def make_optimizer(cfg, steps_per_epoch: int):
     return keras.optimizers.Adam(lr, weight_decay=decay)
 
 
+def input_stats(cfg, meta: dict) -> tuple[list[float], list[float]]:
+    """(mean, std) the model's first layer normalises pixels with."""
+    channels = len(meta["mean"])
+    if cfg.input_scaling == "standardize":
+        return meta["mean"], meta["std"]
+    return [0.0] * channels, [255.0 if cfg.input_scaling == "unit" else 1.0] * channels
+
+
+def build_compiled(cfg, meta: dict, steps_per_epoch: int):
+    """The model of `cfg`, compiled with its optimizer, schedule and loss."""
+    import keras
+
+    from stages.models import build
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
+    mean, std = input_stats(cfg, meta)
+    model = build(cfg.architecture, tuple(meta["shape"]), mean, std, len(meta["classes"]),
+                  batch_norm=cfg.batch_norm, kernel_initializer=cfg.kernel_initializer)
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution)
+    return model
+
+
 def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """This epoch's shuffled (and, if asked, augmented) training set. The randomness depends only
     on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
@@ -179,22 +203,17 @@ def train(params: Params, name: str) -> dict:
     import keras
     import mlflow
 
-    from stages.models import build, layer_table
+    from stages.models import layer_table
 
     cfg = params.model(name)
     seed_everything(params.seed)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
     arrays, meta = load_split(cfg.dataset)
     num_classes = len(meta["classes"])
     x_train, y_train = arrays["x_train"], keras.utils.to_categorical(arrays["y_train"], num_classes)
     x_val, y_val = arrays["x_val"].astype("float32"), keras.utils.to_categorical(arrays["y_val"], num_classes)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
 
-    model = build(cfg.architecture, tuple(meta["shape"]), meta["mean"], meta["std"], num_classes,
-                  batch_norm=cfg.batch_norm, kernel_initializer=cfg.kernel_initializer)
-    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution)
+    model = build_compiled(cfg, meta, steps_per_epoch)
     device = environment.device()
     ckpt = Checkpoint(CHECKPOINTS_DIR / name, fingerprint(dataclasses.asdict(cfg), params.seed,
                                                          dataclasses.asdict(params.prepare), meta))

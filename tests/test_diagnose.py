@@ -1,0 +1,38 @@
+import json
+
+import pandas as pd
+import yaml
+
+from stages.diagnose import notebook_config
+from stages.params import load_params
+from tests.conftest import ROOT, stage
+
+
+def test_the_notebook_recipe_is_the_models_defaults_plus_its_settings():
+    params = load_params(ROOT / "params.yaml")
+    nb = notebook_config(params, params.model("alexnet"))
+    assert (nb.optimizer, nb.learning_rate, nb.batch_size, nb.input_scaling) == ("adam", 0.001, 64, "unit")
+    assert (nb.schedule, nb.augment_flip, nb.label_smoothing, nb.batch_norm) == ("constant", False, 0.0, False)
+
+
+def test_diagnose_measures_both_recipes(project):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["diagnose"].update(steps=6, every=3, probe_images=16)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    stage("download", "cifar10", cwd=project)
+    stage("prepare", "cifar10", cwd=project)
+    stage("diagnose", cwd=project)
+    out = project / "reports/diagnostics"
+    steps = pd.read_csv(out / "steps.csv")
+    assert sorted(steps.recipe.unique()) == ["notebook", "recipe"]
+    assert steps[steps.recipe == "notebook"].step.tolist() == [0, 3, 6]
+    layers = pd.read_csv(out / "layers.csv")
+    relu_layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"}
+    assert set(layers.layer) == relu_layers
+    assert layers.dead_fraction.between(0, 1).all()
+    assert (layers.grad_norm >= 0).all()
+    summary = json.loads((out / "summary.json").read_text())
+    nb = summary["recipes"]["notebook"]
+    assert nb["settings"]["input_scaling"] == "unit" and nb["steps"] == 6
+    assert set(nb["dead_fraction"]) == relu_layers
+    assert summary["ln_classes"] > 2.30
