@@ -39,6 +39,18 @@ def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> pd.DataFrame
                          "support": actual})
 
 
+def register(model_name: str, run_id: str, test_accuracy: float) -> None:
+    """A new version of the registered model per trained model, its test accuracy on the version."""
+    import mlflow
+
+    version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(model_name, version.version, "test_accuracy", f"{test_accuracy:.4f}")
+    client.update_model_version(model_name, version.version,
+                                description=f"test accuracy {test_accuracy:.4f} (run {run_id})")
+    print(f"registered {model_name} version {version.version}")
+
+
 def evaluate(params: Params, name: str) -> dict:
     import keras
     import mlflow
@@ -54,6 +66,12 @@ def evaluate(params: Params, name: str) -> dict:
     probs = model.predict(x_test, batch_size=batch, verbose=0)
     seconds = time.perf_counter() - started
 
+    latencies = []
+    for i in range(min(len(x_test), 50) + 5):  # one image at a time, as a service would; 5 warm-up calls
+        started = time.perf_counter()
+        model(x_test[i % len(x_test)][None], training=False)
+        latencies.append(time.perf_counter() - started)
+
     predicted = probs.argmax(axis=1)
     picked = np.clip(probs[np.arange(len(y_test)), y_test], 1e-12, 1.0)
     classes = meta["classes"]
@@ -66,6 +84,8 @@ def evaluate(params: Params, name: str) -> dict:
         "test_images": int(len(y_test)),
         "inference_images_per_second": round(len(y_test) / seconds, 1),
         "inference_batch_size": batch,
+        "latency_ms_per_image": round(1000 * float(np.median(latencies[5:])), 3),
+        "model_size_mb": round((MODELS_DIR / name / "model.keras").stat().st_size / 1e6, 2),
     }
 
     out = REPORTS_DIR / name
@@ -82,6 +102,7 @@ def evaluate(params: Params, name: str) -> dict:
         mlflow.log_metrics({k: v for k, v in metrics.items() if k != "inference_batch_size"})
         for f in ("metrics.json", "per_class.csv", "confusion.csv"):
             mlflow.log_artifact(str(out / f), artifact_path="evaluation")
+    register(f"{name}-{cfg.dataset}", run["run_id"], metrics["test_accuracy"])
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} on "
           f"{len(y_test)} images; {metrics['inference_images_per_second']:.0f} images/s")
     return metrics

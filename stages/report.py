@@ -200,6 +200,7 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
         ("Input", lambda r: "x".join(map(str, r["data"]["shape"]))),
         ("Layers with weights", lambda r: str(int((r["architecture"]["parameters"] > 0).sum()))),
         ("Parameters", lambda r: f"{r['training']['parameters']:,}"),
+        ("Multiply-adds per image (forward)", lambda r: f"{int(r['architecture']['multiply_adds'].sum()):,}"),
         ("Training images", lambda r: f"{r['data']['sizes']['train']:,}"),
         ("Recipe", lambda r: recipe(r["config"])),
         ("Additions to the architecture", lambda r: additions(r["config"])),
@@ -210,7 +211,10 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
         ("Macro F1", lambda r: f"{r['metrics']['test_macro_f1']:.4f}"),
         ("Training time", lambda r: f"{r['training']['train_seconds']:.1f} s "
                                     f"({r['training']['train_images_per_second']:.0f} images/s)"),
-        ("Inference", lambda r: f"{r['metrics']['inference_images_per_second']:.0f} images/s"),
+        ("Inference", lambda r: f"{r['metrics']['inference_images_per_second']:.0f} images/s "
+                                f"(batch {r['metrics']['inference_batch_size']}); "
+                                f"{r['metrics']['latency_ms_per_image']:.2f} ms for one image"),
+        ("Model size on disk", lambda r: f"{r['metrics']['model_size_mb']:.1f} MB (.keras, with optimizer state)"),
         ("Device", lambda r: r["training"]["device"]),
     ]:
         rows.append([label] + [get(results[n]) for n in names])
@@ -292,6 +296,24 @@ def to_html(blocks: list[tuple]) -> str:
     return "\n".join(out)
 
 
+def log_to_mlflow(params: Params) -> None:
+    """The report as an artifact of a run of its own, beside the training runs it summarises."""
+    import mlflow
+
+    from stages import tracking
+
+    tracking.use_store(params.mlflow.experiment)
+    with mlflow.start_run(run_name="report"):
+        mlflow.set_tags({**tracking.run_tags(), "kind": "report"})
+        for name in params.models:
+            run_file = Path("models") / name / "run.json"
+            if run_file.exists():
+                mlflow.set_tag(f"run_id.{name}", json.loads(run_file.read_text())["run_id"])
+        mlflow.log_artifact(str(REPORTS_DIR / "report.md"), artifact_path="report")
+        mlflow.log_artifact(str(REPORTS_DIR / "report.html"), artifact_path="report")
+        mlflow.log_artifacts(str(FIGURES), artifact_path="report/figures")
+
+
 def main(argv: list[str]) -> int:
     params = load_or_exit()
     try:
@@ -302,6 +324,7 @@ def main(argv: list[str]) -> int:
     blocks = build_blocks(results)
     (REPORTS_DIR / "report.md").write_text(to_markdown(blocks))
     (REPORTS_DIR / "report.html").write_text(to_html(blocks))
+    log_to_mlflow(params)
     print(f"report: {REPORTS_DIR / 'report.md'} and {REPORTS_DIR / 'report.html'}")
     return 0
 

@@ -121,6 +121,8 @@ def write_spec(path: Path, sums: dict, urls: list[str] | None = None) -> Path:
 TINY_PARAMS = {
     "prepare": {"val_size": 40, "train_limit": 0, "test_limit": 0},
     "evaluate": {"batch_size": 64},
+    "diagnose": {"model": "alexnet", "steps": 4, "every": 2, "probe_images": 16,
+                 "notebook": {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "input_scaling": "unit"}},
 }
 
 

@@ -39,7 +39,7 @@ def test_dvc_repro_end_to_end(project):
     first = run(["dvc", "repro"], project)
     assert ran(first.stdout) == {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10",
                                  "train@lenet5", "train@alexnet", "evaluate@lenet5", "evaluate@alexnet",
-                                 "report"}
+                                 "diagnose", "report"}
     for rel in STAGE_OUTPUTS:
         assert (project / rel).exists(), rel
 
@@ -49,7 +49,7 @@ def test_dvc_repro_end_to_end(project):
         assert m["test_images"] == 80
 
     client, runs = runs_by_name(project)
-    assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1}
+    assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1, "report": 1}
     for name, model in (("lenet5-mnist", "lenet5"), ("alexnet-cifar10", "alexnet")):
         r = runs[name][0]
         assert r.info.status == "FINISHED"
@@ -83,6 +83,15 @@ def test_dvc_repro_end_to_end(project):
         assert (project / "reports" / image).exists(), image
     assert "data:image/png;base64," in (project / "reports/report.html").read_text()
 
+    for registered in ("lenet5-mnist", "alexnet-cifar10"):
+        (version,) = client.search_model_versions(f"name='{registered}'")
+        model = registered.split("-")[0]
+        assert version.tags["test_accuracy"] == f"{metrics[model]['test_accuracy']:.4f}"
+        assert version.run_id == runs[registered][0].info.run_id
+    (report_run,) = runs["report"]
+    assert {a.path for a in client.list_artifacts(report_run.info.run_id, "report")} >= {
+        "report/report.md", "report/report.html", "report/figures"}
+
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == set(), second.stdout
 
@@ -92,7 +101,8 @@ def test_dvc_repro_end_to_end(project):
     third = run(["dvc", "repro"], project)
     assert ran(third.stdout) == {"train@lenet5", "evaluate@lenet5", "report"}
     client, runs = runs_by_name(project)
-    assert len(runs["lenet5-mnist"]) == 2 and len(runs["alexnet-cifar10"]) == 1
+    assert len(runs["lenet5-mnist"]) == 2 and len(runs["alexnet-cifar10"]) == 1 and len(runs["report"]) == 2
+    assert len(client.search_model_versions("name='lenet5-mnist'")) == 2
     newest = runs["lenet5-mnist"][-1]
     assert len(client.get_metric_history(newest.info.run_id, "val_accuracy")) == 2
     assert newest.data.metrics["test_accuracy"] == json.loads(
