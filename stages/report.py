@@ -11,13 +11,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from stages import figures
 from stages.params import Params, load_or_exit
 from stages.prepare import PREPARED_DIR
 from stages.train import REPORTS_DIR
 
-FIGURES = REPORTS_DIR / "figures"
+FIGURES = figures.FIGURES
 DIAGNOSTICS = REPORTS_DIR / "diagnostics"
 
 
@@ -40,56 +42,44 @@ def load_results(params: Params) -> dict[str, dict]:
             "per_class": pd.read_csv(folder / "per_class.csv"),
             "confusion": pd.read_csv(folder / "confusion.csv", index_col=0),
             "data": json.loads((PREPARED_DIR / f"{cfg.dataset}.json").read_text()),
+            "predictions": pd.read_csv(folder / "predictions.csv"),
+            "model_file": Path("models") / name / "model.keras",
         }
+        results[name]["details"] = model_details(results[name])
     return results
 
 
-def plot_learning_curves(name: str, history: pd.DataFrame) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        ax.plot(history["epoch"], history[metric], marker="o", label="train")
-        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_title(f"{name}: {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return _save(fig, f"{name}-learning-curves.png")
+def receptive_fields(model) -> dict[str, str]:
+    """Each layer's receptive field on the input image (square kernels and strides)."""
+    size, jump, fields = 1, 1, {}
+    full = model.input_shape[1]
+    for layer in model.layers[1:]:
+        kernel = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+        if kernel is not None:
+            strides = getattr(layer, "strides", None) or kernel
+            size += (kernel[0] - 1) * jump
+            jump *= strides[0]
+        elif layer.__class__.__name__ in ("Flatten", "Dense"):
+            size = full
+        fields[layer.name] = f"{min(size, full)}x{min(size, full)}"
+    return fields
 
 
-def plot_confusion(name: str, confusion: pd.DataFrame) -> Path:
-    import matplotlib
+def model_details(r: dict) -> dict:
+    """What the report needs from the trained model itself: receptive fields, first-layer filters."""
+    import keras
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    image = ax.imshow(confusion.values, cmap="Blues")
-    ax.set_xticks(range(len(confusion.columns)), confusion.columns, rotation=60, ha="right")
-    ax.set_yticks(range(len(confusion.index)), confusion.index)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(f"{name}: confusion matrix (test)")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    return _save(fig, f"{name}-confusion.png")
+    model = keras.models.load_model(r["model_file"], compile=False)
+    first_conv = next(layer for layer in model.layers if hasattr(layer, "kernel") and len(layer.kernel.shape) == 4)
+    return {"receptive_fields": receptive_fields(model), "first_kernel": np.asarray(first_conv.kernel)}
 
 
-def _save(fig, filename: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    path = FIGURES / filename
-    fig.tight_layout()
-    # No timestamp in the PNG, so the same results give byte-identical figures.
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+def misclassified_examples(r: dict, count: int = 16):
+    with np.load(PREPARED_DIR / f"{r['config'].dataset}.npz") as npz:
+        x_test = npz["x_test"]
+    pred = r["predictions"]
+    wrong = np.flatnonzero((pred["actual"] != pred["predicted"]).to_numpy())[:count]
+    return x_test[wrong], pred["actual"].iloc[wrong].astype(str).tolist(), pred["predicted"].iloc[wrong].astype(str).tolist()
 
 
 def recipe(cfg) -> str:
@@ -120,26 +110,77 @@ def additions(cfg) -> str:
     return ", ".join(extra) or "none (the notebook's layers)"
 
 
-def plot_diagnostics(steps: pd.DataFrame, layers: pd.DataFrame) -> Path:
-    import matplotlib
+def _share(arch: pd.DataFrame, types: tuple[str, ...], column: str) -> float:
+    return 100 * arch.loc[arch["type"].isin(types), column].sum() / max(1, arch[column].sum())
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for label, style in (("notebook", "-"), ("recipe", "--")):
-        s = steps[steps.recipe == label]
-        axes[0].plot(s.step, s.probe_loss, style, marker="o", ms=3, label=label)
-        lay = layers[layers.recipe == label].groupby("step").dead_fraction.mean()
-        axes[1].plot(lay.index, 100 * lay.values, style, marker="o", ms=3, label=label)
-    axes[0].axhline(2.302585, color="grey", lw=0.8, ls=":")
-    axes[0].set_title("loss on probe images (dotted: ln 10)")
-    axes[1].set_title("dead ReLU units, mean over layers (%)")
-    for ax in axes:
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return _save(fig, "diagnostics.png")
+def question_blocks(results: dict[str, dict]) -> list[tuple]:
+    """The reference notebook's five questions, each answered with this run's numbers."""
+    by_arch = {r["config"].architecture: (name, r) for name, r in results.items()}
+    if not {"lenet5", "alexnet"} <= set(by_arch):
+        return []
+    (ln, le), (an, al) = by_arch["lenet5"], by_arch["alexnet"]
+    la, aa = le["architecture"], al["architecture"]
+    conv, dense = ("Conv2D",), ("Dense",)
+    lmacs, amacs = int(la["multiply_adds"].sum()), int(aa["multiply_adds"].sum())
+    lp, ap = le["training"]["parameters"], al["training"]["parameters"]
+    shapes = dict(zip(la["layer"], la["output_shape"]))
+
+    def acc(r):
+        return f"{100 * r['metrics']['test_accuracy']:.2f}%"
+
+    def gap(r):
+        return 100 * (r["training"]["final_train_accuracy"] - r["training"]["final_val_accuracy"])
+
+    def layers_with_weights(arch):
+        return int((arch["parameters"] > 0).sum())
+
+    return [
+        ("h2", "The notebook's five questions, answered from this run"),
+        ("h3", "1. LeNet-5's architecture and significance"),
+        ("p", f"LeNet-5 maps a {'x'.join(map(str, le['data']['shape']))} image through two convolution + "
+              f"subsampling stages (C1 {shapes.get('C1', '?')}, S2 {shapes.get('S2', '?')}, C3 {shapes.get('C3', '?')}, "
+              f"S4 {shapes.get('S4', '?')}) and three fully connected layers ({shapes.get('C5', '?')}, "
+              f"{shapes.get('F6', '?')}, {shapes.get('output', '?')}): {lp:,} parameters and {lmacs / 1e6:.2f} M "
+              f"multiply-adds per image. Trained here for {le['training']['epochs']} epochs "
+              f"({le['training']['train_seconds']:.0f} s on {le['training']['device']}), it reaches {acc(le)} test "
+              f"accuracy on {le['data']['provenance']['title']}; LeCun et al. (1998) reported 99.05%. It showed that "
+              "weights shared across positions, learned end to end by backpropagation, beat hand-made features."),
+        ("h3", "2. Its components and their roles"),
+        ("p", f"The convolutions (C1, C3) hold {_share(la, conv, 'parameters'):.1f}% of the parameters but do "
+              f"{_share(la, conv, 'multiply_adds'):.1f}% of the multiply-adds: a few shared 5x5 filters slid over "
+              f"the whole image. The fully connected layers hold {_share(la, dense, 'parameters'):.1f}% of the "
+              "parameters. Average pooling (S2, S4) halves each side, so each C3 unit sees a "
+              f"{le['details']['receptive_fields'].get('C3', '?')} patch of the input; tanh squashes each "
+              "layer's output to (-1, 1)."),
+        ("h3", "3. LeNet-5's limitations and how AlexNet addressed them"),
+        ("p", f"LeNet-5 has {layers_with_weights(la)} layers with weights and {lp:,} parameters; the AlexNet here "
+              f"has {layers_with_weights(aa)} and {ap:,} ({ap / lp:.0f}x), costing {amacs / lmacs:.0f}x the "
+              f"multiply-adds per image ({amacs / 1e6:.1f} M). AlexNet replaces tanh with ReLU, average with "
+              f"overlapping max-pooling (3x3, stride 2), and adds dropout 0.5 before each large dense layer. "
+              f"Its train-validation accuracy gap at the last epoch is {gap(al):.1f} points, LeNet-5's "
+              f"{gap(le):.1f}. Whether each change matters on its own is measured by the ablation experiments, "
+              "not assumed here."),
+        ("h3", "4. AlexNet's architecture and contributions"),
+        ("p", f"Five convolutions (the first {al['details']['first_kernel'].shape[0]}x{al['details']['first_kernel'].shape[1]} at stride 1 "
+              f"on 32x32 input), three max-pools and two 4096-unit dense layers: {ap:,} parameters, "
+              f"{_share(aa, dense, 'parameters'):.1f}% of them in the dense layers, while the convolutions do "
+              f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {recipe(al['config'])}, it reaches "
+              f"{acc(al)} test accuracy on {al['data']['provenance']['title']} after {al['training']['epochs']} epochs "
+              f"({al['training']['train_seconds'] / 60:.1f} min on {al['training']['device']}). The reference "
+              "notebook's AlexNet never learned; see the diagnosis below for why."),
+        ("h3", "5. How the two compare"),
+        ("p", f"On their own datasets, LeNet-5 scores {acc(le)} on MNIST and AlexNet {acc(al)} on CIFAR-10: "
+              "different tasks, so the numbers do not rank the networks. Per image, AlexNet needs "
+              f"{amacs / lmacs:.0f}x the multiply-adds; it trained at "
+              f"{al['training']['train_images_per_second']:.0f} images/s against LeNet-5's "
+              f"{le['training']['train_images_per_second']:.0f}, infers at "
+              f"{al['metrics']['inference_images_per_second']:.0f} against "
+              f"{le['metrics']['inference_images_per_second']:.0f} images/s, answers one image in "
+              f"{al['metrics']['latency_ms_per_image']:.2f} ms against {le['metrics']['latency_ms_per_image']:.2f} ms, "
+              f"and takes {al['metrics']['model_size_mb']:.0f} MB on disk against "
+              f"{le['metrics']['model_size_mb']:.1f} MB."),
+    ]
 
 
 def diagnostics_blocks() -> list[tuple]:
@@ -175,7 +216,7 @@ def diagnostics_blocks() -> list[tuple]:
         ("p", text),
         ("table", ["layer", "dead units, notebook", "dead units, recipe", "gradient norm, notebook",
                    "gradient norm, recipe"], rows),
-        ("img", plot_diagnostics(steps, layers), "loss and dead units over the first steps"),
+        ("img", figures.diagnostics(steps, layers), "loss and dead units over the first steps"),
         ("p", f"Measured after step {nb['steps']} on {summary['model']}'s validation images "
               "(`dvc repro diagnose`; settings under `diagnose:` in params.yaml). The training-health "
               "check stops any run that ends up like this: see the README."),
@@ -219,20 +260,31 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
     ]:
         rows.append([label] + [get(results[n]) for n in names])
     blocks += [("h2", "Side by side"), ("table", ["", *names], rows)]
+    blocks += question_blocks(results)
 
     for name, r in results.items():
-        arch = r["architecture"]
+        arch, details = r["architecture"], r["details"]
+        fields = details["receptive_fields"]
         table = [[row.layer, row.type, row.activation if isinstance(row.activation, str) else "",
-                  row.output_shape, f"{row.parameters:,}"] for row in arch.itertuples()]
-        table.append(["total", "", "", "", f"{int(arch['parameters'].sum()):,}"])
+                  row.output_shape, f"{row.parameters:,}", f"{row.multiply_adds:,}", fields.get(row.layer, "")]
+                 for row in arch.itertuples()]
+        table.append(["total", "", "", "", f"{int(arch['parameters'].sum()):,}",
+                      f"{int(arch['multiply_adds'].sum()):,}", ""])
         per_class = [[c, f"{p:.3f}", f"{rc:.3f}", f"{f1:.3f}", str(int(n))]
                      for c, p, rc, f1, n in r["per_class"][["class", "precision", "recall", "f1", "support"]].values]
         blocks += [
             ("h2", f"{name}: {r['config'].architecture} on {r['data']['provenance']['title']}"),
-            ("h3", "Layers"), ("table", ["layer", "type", "activation", "output", "parameters"], table),
-            ("h3", "Learning curves"), ("img", plot_learning_curves(name, r["history"]), f"{name} learning curves"),
-            ("h3", "Confusion matrix"), ("img", plot_confusion(name, r["confusion"]), f"{name} confusion matrix"),
-            ("h3", "Per class"), ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+            ("h3", "Layers"),
+            ("table", ["layer", "type", "activation", "output", "parameters", "multiply-adds", "receptive field"],
+             table),
+            ("h3", "Learning curves"), ("img", figures.learning_curves(name, r["history"]), f"{name} learning curves"),
+            ("h3", "Confusion matrix"), ("img", figures.confusion(name, r["confusion"]), f"{name} confusion matrix"),
+            ("h3", "Per class"), ("img", figures.per_class(name, r["per_class"]), f"{name} precision and recall"),
+            ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+            ("h3", "Misclassified test images"),
+            ("img", figures.misclassified(name, *misclassified_examples(r)), f"{name} misclassified images"),
+            ("h3", "First-layer filters"),
+            ("img", figures.first_layer_filters(name, details["first_kernel"]), f"{name} first-layer filters"),
         ]
 
     blocks += diagnostics_blocks()
