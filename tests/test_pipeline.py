@@ -2,6 +2,12 @@
 with a real MLflow SQLite store, in a throw-away git repo."""
 import json
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -92,6 +98,10 @@ def test_dvc_repro_end_to_end(project):
     assert {a.path for a in client.list_artifacts(report_run.info.run_id, "report")} >= {
         "report/report.md", "report/report.html", "report/figures"}
 
+    listed = query_mlflow_server(project)
+    assert {"lenet5-mnist", "alexnet-cifar10", "report"} <= listed["runs"]
+    assert {"lenet5-mnist", "alexnet-cifar10"} <= listed["registered_models"]
+
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == set(), second.stdout
 
@@ -114,3 +124,40 @@ def test_temp_experiments_log_to_the_projects_store(tmp_path, monkeypatch):
     assert project_root() == tmp_path / "proj"
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "proj"))
     assert project_root() == tmp_path / "proj"
+
+
+def query_mlflow_server(root) -> dict[str, set[str]]:
+    """Start a real `mlflow server` on 127.0.0.1 over the project's store and list, through its REST
+    API, the runs of the experiment and the registered models."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+
+    def call(path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                experiment = call("/experiments/get-by-name?experiment_name=classic-cnns")["experiment"]
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
+        models = call("/registered-models/search?max_results=100")
+        return {"runs": {r["info"]["run_name"] for r in runs.get("runs", [])},
+                "registered_models": {m["name"] for m in models.get("registered_models", [])}}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
