@@ -103,8 +103,8 @@ class Diagnose:
     """Replays the first `steps` training steps of `model` with its own recipe and with the
     notebook's, measuring every `every` steps on `probe_images` validation images."""
     model: str = "alexnet"
-    steps: int = field(default=150, metadata={"min": 1})
-    every: int = field(default=10, metadata={"min": 1})
+    steps: int = field(default=400, metadata={"min": 1})
+    every: int = field(default=25, metadata={"min": 1})
     probe_images: int = field(default=256, metadata={"min": 1})
     notebook: NotebookRecipe = field(default_factory=NotebookRecipe)
 
