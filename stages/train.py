@@ -160,9 +160,11 @@ def check_learning(name: str, epoch: int, logs: dict, params: Params, num_classe
         raise TrainingFailed("did not learn", epoch, (
             f"{name}: did not learn: after epoch {epoch} the training loss is {logs['loss']:.4f}, "
             f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores, and accuracy "
-            f"{logs['accuracy']:.3f} is at chance ({chance_acc:.2f}). Likely fixes: lower "
-            f"models.{name}.learning_rate (e.g. 10x), add warm-up (models.{name}.warmup_epochs), enable "
-            f"models.{name}.batch_norm, or use models.{name}.kernel_initializer: he_normal."))
+            f"{logs['accuracy']:.3f} is at chance ({chance_acc:.2f}): most ReLUs have likely died "
+            f"(`dvc repro diagnose` measures it). Likely fixes: standardise the inputs "
+            f"(models.{name}.input_scaling: standardize), lower models.{name}.learning_rate (e.g. 10x), add "
+            f"warm-up (models.{name}.warmup_epochs), enable models.{name}.batch_norm, or use "
+            f"models.{name}.kernel_initializer: he_normal."))
 
 
 def run_params(params: Params, name: str) -> dict[str, object]:
