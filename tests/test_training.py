@@ -84,7 +84,8 @@ def test_epoch_data_depends_only_on_seed_and_epoch_and_augments():
 
 def test_a_diverging_learning_rate_stops_the_stage_and_fails_the_run(project):
     prepared(project, "cifar10")
-    set_params(project, "alexnet", optimizer="sgd", learning_rate=10.0, momentum=0.9, epochs=3)
+    set_params(project, "alexnet", optimizer="sgd", learning_rate=10.0, momentum=0.9, epochs=3,
+               schedule="constant", warmup_epochs=0)
     result = stage("train", "alexnet", cwd=project, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"alexnet: training loss became (nan|inf) at epoch 1, step \d+", result.stderr), result.stderr
@@ -113,7 +114,7 @@ def test_a_network_that_cannot_learn_fails_with_its_symptom(project):
 
 def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repeat(project, tmp_path, monkeypatch):
     prepared(project)
-    set_params(project, epochs=3)
+    set_params(project, epochs=3, learning_rate=0.001)
     stage("train", "lenet5", cwd=project)
     reference = weights(project)
     reference_history = (project / "reports/lenet5/history.csv").read_text()
