@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The whole pipeline in a few minutes on a 2-core CPU, for trying things out: 5,000 training
-# images, 2 epochs per model, a short diagnose. Runs as a temporary DVC experiment, so the full-quality
+# The whole pipeline in a few minutes on a 2-core CPU, for trying things out: 10,000 training
+# images, 3 epochs per model, a short diagnose. Runs as a temporary DVC experiment, so the full-quality
 # results in the workspace stay as they are (see them side by side with `dvc exp show`).
 set -u
 exec dvc exp run --temp -n quick "$@" \
-  -S prepare.train_limit=5000 -S prepare.test_limit=2000 \
-  -S models.lenet5.epochs=2 -S models.lenet5.warmup_epochs=0 \
-  -S models.alexnet.epochs=2 -S models.alexnet.warmup_epochs=0 \
+  -S prepare.train_limit=10000 -S prepare.test_limit=2000 \
+  -S models.lenet5.epochs=3 -S models.lenet5.warmup_epochs=0 \
+  -S models.alexnet.epochs=3 -S models.alexnet.warmup_epochs=0 \
   -S diagnose.steps=20 -S diagnose.every=5
