@@ -66,7 +66,7 @@ def misclassified(name: str, images: np.ndarray, actual: list[str], predicted: l
     count = len(images)
     cols = 8
     rows = max(1, -(-count // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.55))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.8 + 0.3))
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i < count:

@@ -78,7 +78,9 @@ def misclassified_examples(r: dict, count: int = 16):
     with np.load(PREPARED_DIR / f"{r['config'].dataset}.npz") as npz:
         x_test = npz["x_test"]
     pred = r["predictions"]
-    wrong = np.flatnonzero((pred["actual"] != pred["predicted"]).to_numpy())[:count]
+    wrong = np.flatnonzero((pred["actual"] != pred["predicted"]).to_numpy())
+    # evenly spread over the test set, which may be grouped by class
+    wrong = wrong[np.unique(np.linspace(0, len(wrong) - 1, min(count, len(wrong))).astype(int))] if len(wrong) else wrong
     return x_test[wrong], pred["actual"].iloc[wrong].astype(str).tolist(), pred["predicted"].iloc[wrong].astype(str).tolist()
 
 
