@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

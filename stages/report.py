@@ -121,7 +121,7 @@ def question_blocks(results: dict[str, dict]) -> list[tuple]:
     by_arch = {r["config"].architecture: (name, r) for name, r in results.items()}
     if not {"lenet5", "alexnet"} <= set(by_arch):
         return []
-    (ln, le), (an, al) = by_arch["lenet5"], by_arch["alexnet"]
+    le, al = by_arch["lenet5"][1], by_arch["alexnet"][1]
     la, aa = le["architecture"], al["architecture"]
     conv, dense = ("Conv2D",), ("Dense",)
     lmacs, amacs = int(la["multiply_adds"].sum()), int(aa["multiply_adds"].sum())

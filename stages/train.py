@@ -205,8 +205,6 @@ def train(params: Params, name: str) -> dict:
     import keras
     import mlflow
 
-    from stages.models import layer_table
-
     cfg = params.model(name)
     seed_everything(params.seed)
     arrays, meta = load_split(cfg.dataset)
@@ -262,7 +260,7 @@ def train(params: Params, name: str) -> dict:
                 break
         if cfg.early_stopping_patience and best is not None:
             set_values(model.variables, best)
-        summary = write_outputs(params, name, model, state, device, len(x_train), stopped_early, layer_table)
+        summary = write_outputs(params, name, model, state, device, len(x_train), stopped_early)
     except TrainingFailed as failure:
         mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
                          "failure_message": str(failure)[:5000]})
@@ -280,12 +278,14 @@ def train(params: Params, name: str) -> dict:
 
 
 def write_outputs(params: Params, name: str, model, state: dict, device: str, n_train: int,
-                  stopped_early: bool, layer_table) -> dict:
+                  stopped_early: bool) -> dict:
     """The stage's outputs, each written to a temporary name first; logged to the active run."""
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
+
+    from stages.models import layer_table
 
     out_dir, report_dir = MODELS_DIR / name, REPORTS_DIR / name
     out_dir.mkdir(parents=True, exist_ok=True)

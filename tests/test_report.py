@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from stages import report
 from stages.models import build, layer_table

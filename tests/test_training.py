@@ -1,7 +1,6 @@
 """Training health checks, kill-and-resume, determinism, recipes (on tiny data)."""
 import json
 import math
-import os
 import re
 from dataclasses import replace
 
