@@ -4,6 +4,8 @@ the TensorFlow, JAX and PyTorch backends.
 Each model takes raw pixels (0..255, float32) and normalises them itself with the training split's
 statistics, so the saved model works on images as they come. The layer stacks are the reference
 notebook's; `batch_norm` and `kernel_initializer` are explicit additions, off by default.
+`activation`, `pooling`, `dropout` and `first_kernel` default to each architecture's own (see
+DEFAULTS); the ablation grid (stages/ablate.py) changes them one at a time.
 """
 from __future__ import annotations
 
@@ -11,12 +13,29 @@ import keras
 from keras import layers
 
 
-class Blocks:
-    """Conv and dense blocks with the model's options: with batch_norm, each conv/dense is
-    followed by BatchNormalization before its activation (and loses its now-redundant bias)."""
+# Each architecture's own choices, as in the notebook.
+DEFAULTS = {
+    "lenet5": {"activation": "tanh", "pooling": "average", "dropout": 0.0, "first_kernel": 5},
+    "alexnet": {"activation": "relu", "pooling": "max", "dropout": 0.5, "first_kernel": 11},
+}
+POOLING = {"average": layers.AveragePooling2D, "max": layers.MaxPooling2D}
 
-    def __init__(self, batch_norm: bool = False, kernel_initializer: str = "glorot_uniform"):
+
+class Blocks:
+    """Conv, pool, dense and dropout blocks with the model's options. With batch_norm, each
+    conv/dense is followed by BatchNormalization before its activation (and loses its bias);
+    dropout 0 adds no layer at all."""
+
+    def __init__(self, batch_norm: bool = False, kernel_initializer: str = "glorot_uniform",
+                 activation: str = "relu", pooling: str = "max", dropout: float = 0.0, first_kernel: int = 5):
         self.batch_norm, self.init = batch_norm, kernel_initializer
+        self.activation, self.pooling, self.dropout, self.first_kernel = activation, pooling, dropout, first_kernel
+
+    def pool(self, x, size: int, name: str, strides: int | None = None):
+        return POOLING[self.pooling](size, strides=strides, name=name)(x)
+
+    def drop(self, x, name: str):
+        return layers.Dropout(self.dropout, name=name)(x) if self.dropout else x
 
     def _finish(self, x, name: str, activation: str):
         if not self.batch_norm:
@@ -24,13 +43,15 @@ class Blocks:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
         return layers.Activation(activation, name=f"{name}_act")(x)
 
-    def conv(self, x, filters: int, size: int, name: str, activation: str, **kwargs):
+    def conv(self, x, filters: int, size: int, name: str, **kwargs):
+        activation = self.activation
         x = layers.Conv2D(filters, size, name=name, kernel_initializer=self.init,
                           activation=None if self.batch_norm else activation,
                           use_bias=not self.batch_norm, **kwargs)(x)
         return self._finish(x, name, activation)
 
-    def dense(self, x, units: int, name: str, activation: str):
+    def dense(self, x, units: int, name: str):
+        activation = self.activation
         x = layers.Dense(units, name=name, kernel_initializer=self.init,
                          activation=None if self.batch_norm else activation, use_bias=not self.batch_norm)(x)
         return self._finish(x, name, activation)
@@ -38,32 +59,30 @@ class Blocks:
 
 def lenet5(x, num_classes: int, b: Blocks):
     """LeNet-5 as in the notebook: tanh, average pooling, 32x32x1 input; 61,706 parameters."""
-    x = b.conv(x, 6, 5, "C1", "tanh")  # 28x28x6
-    x = layers.AveragePooling2D(2, name="S2")(x)  # 14x14x6
-    x = b.conv(x, 16, 5, "C3", "tanh")  # 10x10x16
-    x = layers.AveragePooling2D(2, name="S4")(x)  # 5x5x16
+    x = b.conv(x, 6, b.first_kernel, "C1")  # 28x28x6
+    x = b.pool(x, 2, "S2")  # 14x14x6
+    x = b.conv(x, 16, 5, "C3")  # 10x10x16
+    x = b.pool(x, 2, "S4")  # 5x5x16
     x = layers.Flatten(name="flatten")(x)
-    x = b.dense(x, 120, "C5", "tanh")
-    x = b.dense(x, 84, "F6", "tanh")
+    x = b.drop(b.dense(x, 120, "C5"), "drop5")
+    x = b.drop(b.dense(x, 84, "F6"), "drop6")
     return layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
 
 
 def alexnet(x, num_classes: int, b: Blocks):
     """AlexNet adapted to 32x32x3 as in the notebook: five convolutions (the first 11x11 at
     stride 1), three max-pools, two 4096-unit dense layers with dropout 0.5."""
-    x = b.conv(x, 96, 11, "conv1", "relu", strides=1)  # 22x22x96
-    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)  # 10x10x96
-    x = b.conv(x, 256, 5, "conv2", "relu", padding="same")
-    x = layers.MaxPooling2D(3, strides=2, name="pool2")(x)  # 4x4x256
-    x = b.conv(x, 384, 3, "conv3", "relu", padding="same")
-    x = b.conv(x, 384, 3, "conv4", "relu", padding="same")
-    x = b.conv(x, 256, 3, "conv5", "relu", padding="same")
-    x = layers.MaxPooling2D(3, strides=2, name="pool3")(x)  # 1x1x256
+    x = b.conv(x, 96, b.first_kernel, "conv1", strides=1)  # 22x22x96
+    x = b.pool(x, 3, "pool1", strides=2)  # 10x10x96
+    x = b.conv(x, 256, 5, "conv2", padding="same")
+    x = b.pool(x, 3, "pool2", strides=2)  # 4x4x256
+    x = b.conv(x, 384, 3, "conv3", padding="same")
+    x = b.conv(x, 384, 3, "conv4", padding="same")
+    x = b.conv(x, 256, 3, "conv5", padding="same")
+    x = b.pool(x, 3, "pool3", strides=2)  # 1x1x256
     x = layers.Flatten(name="flatten")(x)
-    x = b.dense(x, 4096, "fc6", "relu")
-    x = layers.Dropout(0.5, name="drop6")(x)
-    x = b.dense(x, 4096, "fc7", "relu")
-    x = layers.Dropout(0.5, name="drop7")(x)
+    x = b.drop(b.dense(x, 4096, "fc6"), "drop6")
+    x = b.drop(b.dense(x, 4096, "fc7"), "drop7")
     return layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
 
 
@@ -71,11 +90,17 @@ ARCHITECTURES = {"lenet5": lenet5, "alexnet": alexnet}
 
 
 def build(architecture: str, input_shape: tuple[int, int, int], mean: list[float], std: list[float],
-          num_classes: int = 10, batch_norm: bool = False,
-          kernel_initializer: str = "glorot_uniform") -> keras.Model:
+          num_classes: int = 10, batch_norm: bool = False, kernel_initializer: str = "glorot_uniform",
+          **choices) -> keras.Model:
+    """`choices` (activation, pooling, dropout, first_kernel) left out or None take the
+    architecture's own from DEFAULTS."""
+    unknown = set(choices) - set(DEFAULTS[architecture])
+    if unknown:
+        raise TypeError(f"unknown model options: {', '.join(sorted(unknown))}")
+    own = {k: v if choices.get(k) is None else choices[k] for k, v in DEFAULTS[architecture].items()}
     inputs = keras.Input(shape=input_shape, dtype="float32", name="pixels")
     x = layers.Normalization(mean=mean, variance=[s * s for s in std], name="normalise")(inputs)
-    outputs = ARCHITECTURES[architecture](x, num_classes, Blocks(batch_norm, kernel_initializer))
+    outputs = ARCHITECTURES[architecture](x, num_classes, Blocks(batch_norm, kernel_initializer, **own))
     return keras.Model(inputs, outputs, name=architecture)
 
 

@@ -19,6 +19,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 INITIALIZERS = ("glorot_uniform", "he_normal", "he_uniform")
 INPUT_SCALINGS = ("standardize", "unit", "none")
+ACTIVATIONS = ("tanh", "relu")
+POOLINGS = ("average", "max")
 
 
 class ParamsError(ValueError):
@@ -75,6 +77,12 @@ class Model:
     # Additions to the architecture, off by default and named in the report when on
     batch_norm: bool = False
     kernel_initializer: str = field(default="glorot_uniform", metadata={"choices": INITIALIZERS})
+    # The architecture's own choices; null (or left out) = as in the notebook (LeNet-5: tanh,
+    # average pooling, no dropout, 5x5 first kernel; AlexNet: relu, max, 0.5, 11x11)
+    activation: str | None = field(default=None, metadata={"choices": ACTIVATIONS})
+    pooling: str | None = field(default=None, metadata={"choices": POOLINGS})
+    dropout: float | None = field(default=None, metadata={"min": 0.0, "max": 0.95})  # after hidden dense layers
+    first_kernel: int | None = field(default=None, metadata={"min": 1, "max": 31})
     # Speed
     steps_per_execution: int = field(default=1, metadata={"min": 1, "max": 10000})
     mixed_precision: bool = False  # bfloat16 compute, float32 weights and output
@@ -110,6 +118,28 @@ class Diagnose:
 
 
 @dataclass(frozen=True)
+class Ablations:
+    """The claims grid (ablations/dvc.yaml): each variant is a models entry (`base`) with some
+    knobs changed, trained once per seed at this budget (epochs, training/validation/test images)."""
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"min": 0})
+    epochs: int = field(default=8, metadata={"min": 1, "max": 10000})
+    train_limit: int = field(default=8000, metadata={"min": 0})  # 0 = the whole training split
+    val_limit: int = field(default=2000, metadata={"min": 0})  # 0 = the whole validation split
+    test_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole test set
+    variants: dict[str, dict] = field(default_factory=dict)
+
+    def model(self, params: "Params", variant: str) -> Model:
+        """The variant's full, validated recipe: its base model's, its changes, this budget's epochs."""
+        key = f"ablations.variants.{variant}"
+        _check(variant in self.variants, key, f"is not a variant (have: {', '.join(self.variants)})")
+        changes = dict(self.variants[variant])
+        base = changes.pop("base", None)
+        _check(base in params.models, f"{key}.base", f"must name an entry of 'models' ({', '.join(params.models)})")
+        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs}
+        return _build(Model, raw, key)
+
+
+@dataclass(frozen=True)
 class Evaluate:
     batch_size: int = field(default=512, metadata={"min": 1, "max": 65536})
 
@@ -129,6 +159,11 @@ class Params:
     diagnose: Diagnose
     evaluate: Evaluate
     mlflow: Mlflow
+    ablations: Ablations = field(default_factory=Ablations)
+
+    def __post_init__(self):
+        for variant in self.ablations.variants:  # a bad variant fails here, before any work
+            self.ablations.model(self, variant)
 
     def model(self, name: str) -> Model:
         if name not in self.models:
@@ -170,12 +205,26 @@ def _build(cls: type, raw: object, key: str):
 
 
 def _value(hint, value, path: str, meta):
+    args = typing.get_args(hint)
+    if type(None) in args:  # Optional[X]: null means "the default"
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if typing.get_origin(hint) is dict:
         _, item_type = typing.get_args(hint)
         _check(isinstance(value, dict) and value, path, "must be a non-empty mapping of name -> settings")
+        if item_type is dict:  # checked where it is used (e.g. Ablations.model)
+            bad = [k for k, v in value.items() if not isinstance(v, dict)]
+            _check(not bad, f"{path}.{bad[0] if bad else ''}", "must be a mapping of knob -> value")
+            return {str(k): dict(v) for k, v in value.items()}
         return {str(k): _build(item_type, v, f"{path}.{k}") for k, v in value.items()}
+    if typing.get_origin(hint) is list:
+        (item_type,) = typing.get_args(hint)
+        _check(isinstance(value, list) and value, path, "must be a non-empty list")
+        _check(len(set(map(repr, value))) == len(value), path, "must not repeat a value")
+        return [_value(item_type, v, f"{path}[{i}]", meta) for i, v in enumerate(value)]
     if hint is bool:
         _check(isinstance(value, bool), path, f"must be true or false, got {value!r}")
     elif hint is float:

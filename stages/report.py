@@ -327,8 +327,8 @@ def _inline(text: str) -> str:
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def to_html(blocks: list[tuple]) -> str:
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>LeNet-5 and AlexNet report</title>",
+def to_html(blocks: list[tuple], title: str = "LeNet-5 and AlexNet report") -> str:
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
            "<style>body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
            "line-height:1.45}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
            "padding:.25em .6em;text-align:left}th{background:#f3f3f3}img{max-width:100%}</style>",

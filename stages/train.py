@@ -103,7 +103,8 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
     mean, std = input_stats(cfg, meta)
     model = build(cfg.architecture, tuple(meta["shape"]), mean, std, len(meta["classes"]),
-                  batch_norm=cfg.batch_norm, kernel_initializer=cfg.kernel_initializer)
+                  batch_norm=cfg.batch_norm, kernel_initializer=cfg.kernel_initializer,
+                  activation=cfg.activation, pooling=cfg.pooling, dropout=cfg.dropout, first_kernel=cfg.first_kernel)
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution)
@@ -171,7 +172,7 @@ def run_params(params: Params, name: str) -> dict[str, object]:
     """Flattened params for MLflow: shared knobs as they are, this model's under 'model.' so both
     runs compare column by column in the MLflow UI."""
     flat = params.as_flat_dict()
-    out = {k: v for k, v in flat.items() if not k.startswith("models.")}
+    out = {k: v for k, v in flat.items() if not k.startswith(("models.", "ablations."))}
     out.update({k.replace(f"models.{name}.", "model.", 1): v for k, v in flat.items()
                 if k.startswith(f"models.{name}.")})
     out["model.name"] = name
