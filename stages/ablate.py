@@ -140,13 +140,14 @@ def run_cell(params: Params, variant: str, seed: int) -> dict:
                 fit = model.fit(x_epoch, y_epoch, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
                                 validation_data=(x_val, y_val), shuffle=False, verbose=0,
                                 callbacks=[stop_on_non_finite_loss(variant)])
-                seconds += time.perf_counter() - started
+                epoch_seconds = time.perf_counter() - started
+                seconds += epoch_seconds
                 logs = {k: float(v[-1]) for k, v in fit.history.items()}
                 for k, v in logs.items():
                     history.setdefault(k, []).append(v)
                 mlflow.log_metrics(logs, step=epoch + 1)
-                print(f"{name} epoch {epoch + 1}: loss {logs['loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}",
-                      flush=True)
+                print(f"{name} epoch {epoch + 1}: loss {logs['loss']:.4f} val_accuracy {logs['val_accuracy']:.4f} "
+                      f"({epoch_seconds:.1f} s)", flush=True)
                 check_learning(variant, epoch + 1, logs, params, classes)
             except TrainingFailed as failure:
                 outcome = failure.reason

@@ -66,3 +66,20 @@ def describe() -> dict[str, str]:
     env.update({"python": platform.python_version(), "platform": platform.platform(),
                 "cpu": cpu_model(), "device": device(), "keras_backend": keras.backend.backend()})
     return env
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak memory of this process so far: resident set size (whole process: data, model,
+    framework) and, where the TensorFlow backend has a GPU, the GPU allocator's peak."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    peak = {"peak_rss_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and accelerators():
+        import tensorflow as tf
+
+        peak["peak_gpu_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+    return peak

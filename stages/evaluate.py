@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from stages import tracking
+from stages import environment, tracking
 from stages.params import Params, load_or_exit
 from stages.train import MODELS_DIR, REPORTS_DIR, load_split
 
@@ -86,6 +86,7 @@ def evaluate(params: Params, name: str) -> dict:
         "inference_batch_size": batch,
         "latency_ms_per_image": round(1000 * float(np.median(latencies[5:])), 3),
         "model_size_mb": round((MODELS_DIR / name / "model.keras").stat().st_size / 1e6, 2),
+        **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()},
     }
 
     out = REPORTS_DIR / name

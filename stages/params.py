@@ -123,7 +123,7 @@ class Ablations:
     knobs changed, trained once per seed at this budget (epochs, training/validation/test images)."""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"min": 0})
     epochs: int = field(default=8, metadata={"min": 1, "max": 10000})
-    train_limit: int = field(default=8000, metadata={"min": 0})  # 0 = the whole training split
+    train_limit: int = field(default=7000, metadata={"min": 0})  # 0 = the whole training split
     val_limit: int = field(default=2000, metadata={"min": 0})  # 0 = the whole validation split
     test_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole test set
     variants: dict[str, dict] = field(default_factory=dict)

@@ -90,16 +90,6 @@ def recipe(cfg) -> str:
              f"lr {cfg.learning_rate:g} {cfg.schedule}" + (f" after {cfg.warmup_epochs} warm-up epochs"
                                                            if cfg.warmup_epochs else ""),
              f"batch {cfg.batch_size}"]
-    if cfg.weight_decay:
-        parts.append(f"weight decay {cfg.weight_decay:g}")
-    if cfg.label_smoothing:
-        parts.append(f"label smoothing {cfg.label_smoothing:g}")
-    if cfg.augment_crop_padding or cfg.augment_flip:
-        aug = ([f"random crop (pad {cfg.augment_crop_padding})"] if cfg.augment_crop_padding else []) + \
-              (["horizontal flip"] if cfg.augment_flip else [])
-        parts.append("augmentation: " + " + ".join(aug))
-    if cfg.early_stopping_patience:
-        parts.append(f"early stopping (patience {cfg.early_stopping_patience})")
     parts.append(f"inputs {cfg.input_scaling}")
     if cfg.mixed_precision:
         parts.append("mixed bfloat16")
@@ -167,7 +157,7 @@ def question_blocks(results: dict[str, dict]) -> list[tuple]:
         ("p", f"Five convolutions (the first {al['details']['first_kernel'].shape[0]}x{al['details']['first_kernel'].shape[1]} at stride 1 "
               f"on 32x32 input), three max-pools and two 4096-unit dense layers: {ap:,} parameters, "
               f"{_share(aa, dense, 'parameters'):.1f}% of them in the dense layers, while the convolutions do "
-              f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {recipe(al['config'])}, it reaches "
+              f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {recipe(al['config'])} and regularisation by {regularisation(al['config'])}, it reaches "
               f"{acc(al)} test accuracy on {al['data']['provenance']['title']} after {al['training']['epochs']} epochs "
               f"({al['training']['train_seconds'] / 60:.1f} min on {al['training']['device']}). The reference "
               "notebook's AlexNet never learned; see the diagnosis below for why."),
@@ -226,6 +216,38 @@ def diagnostics_blocks() -> list[tuple]:
 
 
 # A report is a list of blocks, rendered once as Markdown and once as HTML.
+def choices(cfg) -> dict:
+    """The architecture's activation, pooling, dropout and first kernel, as built."""
+    from stages.models import DEFAULTS
+
+    return {k: v if getattr(cfg, k) is None else getattr(cfg, k) for k, v in DEFAULTS[cfg.architecture].items()}
+
+
+def regularisation(cfg) -> str:
+    parts = []
+    if choices(cfg)["dropout"]:
+        parts.append(f"dropout {choices(cfg)['dropout']:g}")
+    if cfg.weight_decay:
+        parts.append(f"weight decay {cfg.weight_decay:g}")
+    if cfg.label_smoothing:
+        parts.append(f"label smoothing {cfg.label_smoothing:g}")
+    if cfg.augment_crop_padding or cfg.augment_flip:
+        parts.append("augmentation (" + ", ".join(
+            ([f"crop, pad {cfg.augment_crop_padding}"] if cfg.augment_crop_padding else [])
+            + (["flip"] if cfg.augment_flip else [])) + ")")
+    if cfg.early_stopping_patience:
+        parts.append(f"early stopping (patience {cfg.early_stopping_patience})")
+    return ", ".join(parts) or "none"
+
+
+def peak_memory(r: dict) -> str:
+    train, infer = r["training"].get("peak_rss_mb"), r["metrics"].get("inference_peak_rss_mb")
+    text = (f"training {train:,.0f} MB" if train else "training: not recorded") + "; " + (
+        f"inference {infer:,.0f} MB" if infer else "inference: not recorded")
+    gpu = r["training"].get("peak_gpu_mb")
+    return text + (f"; GPU {gpu:,.0f} MB" if gpu else "")
+
+
 def build_blocks(results: dict[str, dict]) -> list[tuple]:
     names = list(results)
     blocks: list[tuple] = [("h1", "LeNet-5 and AlexNet: results of this run")]
@@ -241,6 +263,8 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
         ("Architecture", lambda r: r["config"].architecture),
         ("Dataset", lambda r: r["data"]["provenance"]["title"]),
         ("Input", lambda r: "x".join(map(str, r["data"]["shape"]))),
+        ("Activation / pooling", lambda r: "{activation} / {pooling}".format(**choices(r["config"]))),
+        ("Regularisation", lambda r: regularisation(r["config"])),
         ("Layers with weights", lambda r: str(int((r["architecture"]["parameters"] > 0).sum()))),
         ("Parameters", lambda r: f"{r['training']['parameters']:,}"),
         ("Multiply-adds per image (forward)", lambda r: f"{int(r['architecture']['multiply_adds'].sum()):,}"),
@@ -258,6 +282,7 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
                                 f"(batch {r['metrics']['inference_batch_size']}); "
                                 f"{r['metrics']['latency_ms_per_image']:.2f} ms for one image"),
         ("Model size on disk", lambda r: f"{r['metrics']['model_size_mb']:.1f} MB (.keras, with optimizer state)"),
+        ("Peak memory (process RSS)", lambda r: peak_memory(r)),
         ("Device", lambda r: r["training"]["device"]),
     ]:
         rows.append([label] + [get(results[n]) for n in names])

@@ -312,6 +312,7 @@ def write_outputs(params: Params, name: str, model, state: dict, device: str, n_
         "final_val_accuracy": history["val_accuracy"][-1],
         "parameters": int(model.count_params()),
         "device": device,
+        **environment.peak_memory_mb(),
     }
     if params.model(name).early_stopping_patience:
         summary.update(best_epoch=state["best_epoch"], stopped_early=stopped_early)

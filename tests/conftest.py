@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["stages", "dvc.yaml", "ablations/dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
 def _images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""Issue 5: the claims grid expands as params.yaml says, the claims table gives the right verdicts
+and intervals on synthetic results, and a tiny grid runs end to end through `dvc repro`."""
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from stages.claims import CLAIMS, claims_table, contrast_interval, verdict
+from stages.models import build
+from stages.params import ParamsError, load_params
+from tests.conftest import ROOT, run
+
+
+def test_the_grid_expands_to_a_cell_per_variant_and_seed_and_stays_out_of_the_default_repro(project):
+    params = load_params(ROOT / "params.yaml")
+    listed = run(["dvc", "stage", "list", "ablations/dvc.yaml", "--name-only"], project).stdout.split()
+    expected = {f"ablations/dvc.yaml:cell@{v}-{s}" for v in params.ablations.variants for s in params.ablations.seeds}
+    assert set(listed) == expected | {"ablations/dvc.yaml:claims"}
+    assert len(expected) == len(params.ablations.variants) * len(params.ablations.seeds) == 33
+    # a plain `dvc repro` reproduces ./dvc.yaml, whose stages are these (test_pipeline runs it)
+    default = run(["dvc", "stage", "list", "--name-only"], project).stdout.split()
+    assert default and not [s for s in default if "cell@" in s or "claims" in s]
+    # every variant a claim compares is in the grid, so every claim gets a verdict
+    assert {v for c in CLAIMS for v in c.contrast} <= set(params.ablations.variants)
+
+
+def test_variants_change_only_what_they_say():
+    params = load_params(ROOT / "params.yaml")
+    base, tanh = params.model("alexnet"), params.ablations.model(params, "alexnet-tanh")
+    assert tanh.activation == "tanh" and tanh.epochs == params.ablations.epochs
+    assert {k for k in base.__dataclass_fields__ if getattr(base, k) != getattr(tanh, k)} <= {"activation", "epochs"}
+
+
+@pytest.mark.parametrize("variant, key, words", [
+    ({"base": "vgg"}, "ablations.variants.bad.base", "must name an entry of 'models'"),
+    ({"base": "lenet5", "activaton": "relu"}, "ablations.variants.bad.activaton", "not a known key"),
+    ({"base": "lenet5", "pooling": "min"}, "ablations.variants.bad.pooling", "one of"),
+])
+def test_a_bad_variant_is_named_before_any_work(tmp_path, variant, key, words):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["ablations"]["variants"]["bad"] = variant
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert f"'{key}'" in str(err.value) and words in str(err.value)
+
+
+def test_model_options_change_the_built_layers():
+    relu_max = build("lenet5", (32, 32, 1), [0.0], [1.0], activation="relu", pooling="max", first_kernel=3)
+    assert type(relu_max.get_layer("S2")).__name__ == "MaxPooling2D"
+    assert relu_max.get_layer("C1").activation.__name__ == "relu"
+    assert relu_max.get_layer("C1").output.shape[1:] == (30, 30, 6)
+    plain = build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3)
+    no_dropout = build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3, dropout=0.0)
+    assert [l.name for l in plain.layers if "Dropout" in type(l).__name__] == ["drop6", "drop7"]
+    assert not [l for l in no_dropout.layers if "Dropout" in type(l).__name__]
+    assert plain.count_params() == no_dropout.count_params()
+
+
+def synthetic(values: dict[str, list[float]], measure: str = "test_accuracy") -> pd.DataFrame:
+    rows = []
+    for variant, xs in values.items():
+        for seed, x in enumerate(xs, 1):
+            rows.append({"variant": variant, "seed": seed, "outcome": "learned", "test_accuracy": x,
+                         "learning_speed": x, "generalisation_gap": x})
+    return pd.DataFrame(rows)
+
+
+def test_the_interval_is_welchs():
+    a, b = [0.60, 0.62, 0.61], [0.50, 0.505, 0.53]
+    got = contrast_interval({"a": a, "b": b}, {"a": 1, "b": -1})
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got["estimate"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert (got["low"], got["high"]) == pytest.approx((expected.low, expected.high))
+
+
+def test_claims_table_gives_the_known_verdicts():
+    cells = synthetic({
+        # 11x11 clearly better than 5x5; clearly worse than 3x3; ReLU = tanh within noise
+        "alexnet": [0.60, 0.61, 0.62], "alexnet-kernel5": [0.50, 0.51, 0.52], "alexnet-kernel3": [0.70, 0.71, 0.72],
+        "alexnet-tanh": [0.55, 0.65, 0.60],
+    })
+    table = claims_table(cells).set_index("claim")
+    k5 = table.loc[[c for c in table.index if "11x11 vs 5x5" in c][0]]
+    assert k5.verdict == "supported"
+    # equal variances 1e-4, n = 3: se = sqrt(2e-4 / 3), df = 4
+    half = stats.t.ppf(0.975, 4) * math.sqrt(2e-4 / 3)
+    assert (k5.difference, k5.ci_low, k5.ci_high) == pytest.approx((0.10, 0.10 - half, 0.10 + half))
+    assert k5.variants["alexnet"]["mean"] == pytest.approx(0.61)
+    assert k5.variants["alexnet"]["std"] == pytest.approx(0.01)
+    k3 = table.loc[[c for c in table.index if "11x11 vs 3x3" in c][0]]
+    assert k3.verdict == "contradicted" and k3.ci_high < 0
+    relu = table.loc[[c for c in table.index if "AlexNet" in c and "ReLU" in c][0]]
+    assert relu.verdict == "inconclusive" and relu.ci_low < 0 < relu.ci_high
+    # claims whose variants did not run are left out, not given a verdict
+    assert len(table) == 3
+
+
+def test_an_inconclusive_verdict_says_what_would_decide_it():
+    word, decide = verdict({"estimate": 0.02, "low": -0.01, "high": 0.05}, seeds=3)
+    assert word == "inconclusive" and "about 8 seeds" in decide  # 3 * (0.03 / 0.02)^2 = 6.75 -> 7, + 1 for t
+    assert verdict({"estimate": 0.02, "low": math.nan, "high": math.nan}, seeds=1)[0] == "inconclusive"
+    assert "no difference" in verdict({"estimate": 0.0, "low": -0.01, "high": 0.01}, seeds=3)[1]
+
+
+def test_the_interaction_claim_weighs_four_variants():
+    cells = synthetic({"alexnet": [0.6, 0.61], "lenet5-cifar10": [0.4, 0.41],
+                       "alexnet-mnist": [0.98, 0.99], "lenet5-tanh-avg": [0.97, 0.98]})
+    table = claims_table(cells)
+    row = table[table["claim"].str.contains("complexity")].iloc[0]
+    assert row.difference == pytest.approx((0.605 - 0.405) - (0.985 - 0.975))
+    assert row.verdict == "supported"
+
+
+def test_a_tiny_grid_runs_end_to_end(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ablations"].update(seeds=[1, 2], epochs=2, train_limit=120, val_limit=20, test_limit=0,
+                               variants={"lenet5-tanh-avg": {"base": "lenet5"},
+                                         "lenet5-tanh-max": {"base": "lenet5", "pooling": "max"}})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = run(["dvc", "repro", "ablations/dvc.yaml"], project)
+    ran = set(re.findall(r"Running stage '([^']+)'", first.stdout))
+    assert {s for s in ran if "ablations" in s} == {
+        "ablations/dvc.yaml:cell@lenet5-tanh-avg-1", "ablations/dvc.yaml:cell@lenet5-tanh-avg-2",
+        "ablations/dvc.yaml:cell@lenet5-tanh-max-1", "ablations/dvc.yaml:cell@lenet5-tanh-max-2",
+        "ablations/dvc.yaml:claims"}
+    assert not any(s.startswith(("train@", "evaluate@", "report")) for s in ran)
+
+    cell = json.loads((project / "ablations/results/lenet5-tanh-max-seed2.json").read_text())
+    assert cell["train_images"] == 120 and cell["test_images"] == 80 and cell["epochs_run"] == 2
+    assert len(cell["history"]["val_accuracy"]) == 2
+    assert cell["learning_speed"] == pytest.approx(np.mean(cell["history"]["val_accuracy"]))
+    assert cell["generalisation_gap"] == pytest.approx(cell["train_accuracy"] - cell["test_accuracy"])
+
+    claims = json.loads((project / "ablations/claims.json").read_text())
+    (pooling,) = [c for c in claims if "tanh LeNet-5" in c["claim"]]
+    assert pooling["verdict"] in ("supported", "contradicted", "inconclusive") and pooling["seeds"] == 2
+    assert pooling["variants"]["lenet5-tanh-max"]["mean"] == pytest.approx(np.mean(
+        [json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())["test_accuracy"]
+         for s in (1, 2)]))
+    md = (project / "reports/claims.md").read_text()
+    assert "Max pooling works better than average pooling -- tanh LeNet-5" in md
+    assert f"{100 * pooling['difference']:+.1f}" in md
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("classic-cnns")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "ablation_grid" in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == [
+        "lenet5-tanh-avg-seed1", "lenet5-tanh-avg-seed2", "lenet5-tanh-max-seed1", "lenet5-tanh-max-seed2"]
+    assert {r.data.tags["ablation_variant"] for r in children} == {"lenet5-tanh-avg", "lenet5-tanh-max"}
+    assert all(r.data.tags["ablation_groups"] == "capacity,pooling,relu-vs-tanh" for r in children
+               if r.data.tags["ablation_variant"] == "lenet5-tanh-avg")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["claim.1.pooling"].startswith(pooling["verdict"])
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "claims")} == {
+        "claims/claims.json", "claims/claims.md", "claims/claims.html"}
+
+    again = run(["dvc", "repro", "ablations/dvc.yaml"], project)
+    assert "Running stage" not in again.stdout
