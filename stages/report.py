@@ -315,6 +315,12 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
         ]
 
     blocks += diagnostics_blocks()
+    blocks += [("h2", "The notebook's claims"),
+               ("p", "Whether ReLU trains faster than tanh, dropout prevents overfitting, max pooling beats "
+                     "average pooling, LeNet-5 lacks the capacity for CIFAR-10 and large first kernels help "
+                     "is measured by the ablation grid, several seeds per variant: `dvc repro ablations/dvc.yaml` "
+                     "writes the claims table with a verdict per claim to claims.md and claims.html beside "
+                     "this report (a separate pipeline, so this report does not wait for it).")]
     blocks.append(("h2", "Data provenance"))
     seen = set()
     for r in results.values():
