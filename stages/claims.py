@@ -147,8 +147,8 @@ def pct(x: float) -> str:
 
 def blocks(table: pd.DataFrame, cells: pd.DataFrame, params: Params) -> list[tuple]:
     a = params.ablations
-    official = bool(cells["dataset_official"].all())
     sources = ", ".join(sorted(set(cells["dataset_title"])))
+    non_official = sorted(set(cells.loc[~cells["dataset_official"].astype(bool), "dataset_title"]))
     seconds = cells["train_seconds"].sum()
     out: list[tuple] = [
         ("h1", "The notebook's claims, measured"),
@@ -156,8 +156,9 @@ def blocks(table: pd.DataFrame, cells: pd.DataFrame, params: Params) -> list[tup
               f"trained {len(a.seeds)} times (seeds {', '.join(map(str, a.seeds))}) for {a.epochs} epochs on "
               f"{a.train_limit or 'all'} training images (a seeded subset), validated on {a.val_limit or 'all'} "
               f"and tested on {int(cells['test_images'].iloc[0])} test images. Training took "
-              f"{seconds / 60:.0f} minutes in all on {cells['device'].iloc[0]}. Data: {sources}"
-              + ("" if official else " (**not the official data**: see the main report's provenance)") + "."),
+              f"{seconds / 60:.0f} minutes in all on {cells['device'].iloc[0]}. Data: {sources}."
+              + (f" **Not official data**: {', '.join(non_official)} (see the main report's provenance)."
+                 if non_official else "")),
         ("p", "Differences are in percentage points, as mean over seeds; the interval is the 95% Welch "
               "interval of the difference. **supported**: the interval is above 0; **contradicted**: below; "
               "**inconclusive**: it contains 0. Everything is at this budget, far shorter than a full training."),
@@ -178,9 +179,9 @@ def blocks(table: pd.DataFrame, cells: pd.DataFrame, params: Params) -> list[tup
         seconds=("train_seconds", "mean"), learned=("outcome", lambda s: int((s == "learned").sum())))
     out.append(("table", ["Variant", "Changes", "Parameters", "Test accuracy (%)", "Learning speed (%)",
                           "Train - test (points)", "Seconds per run", "Runs that learned"],
-                [[v, ", ".join(f"{k}={x}" for k, x in a.variants[v].items()), f"{r.parameters:,}",
+                [[r.Index, ", ".join(f"{k}={x}" for k, x in a.variants[r.Index].items()), f"{int(r.parameters):,}",
                   f"{pct(r.test)} ± {pct(r.test_std)}", pct(r.speed), pct(r.gap), f"{r.seconds:.0f}",
-                  f"{r.learned}/{r.seeds}"] for v, r in summary.iterrows()]))
+                  f"{int(r.learned)}/{int(r.seeds)}"] for r in summary.itertuples()]))
     out.append(("p", "Changing the first kernel keeps the notebook's valid padding, so a smaller kernel also "
                      "leaves larger feature maps for the layers after it (see the parameter counts): the "
                      "first-kernel rows compare those whole networks, not the kernel alone."))
