@@ -134,6 +134,7 @@ class Ablations:
         _check(variant in self.variants, key, f"is not a variant (have: {', '.join(self.variants)})")
         changes = dict(self.variants[variant])
         base = changes.pop("base", None)
+        _check("epochs" not in changes, f"{key}.epochs", "is set by the grid's budget (ablations.epochs); remove it here")
         _check(base in params.models, f"{key}.base", f"must name an entry of 'models' ({', '.join(params.models)})")
         raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs}
         return _build(Model, raw, key)

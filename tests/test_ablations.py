@@ -41,6 +41,7 @@ def test_variants_change_only_what_they_say():
     ({"base": "vgg"}, "ablations.variants.bad.base", "must name an entry of 'models'"),
     ({"base": "lenet5", "activaton": "relu"}, "ablations.variants.bad.activaton", "not a known key"),
     ({"base": "lenet5", "pooling": "min"}, "ablations.variants.bad.pooling", "one of"),
+    ({"base": "lenet5", "epochs": 30}, "ablations.variants.bad.epochs", "budget"),
 ])
 def test_a_bad_variant_is_named_before_any_work(tmp_path, variant, key, words):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
