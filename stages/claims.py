@@ -103,12 +103,14 @@ def verdict(interval: dict, seeds: int) -> tuple[str, str]:
                             f"variant would resolve it at this budget; or a longer budget")
 
 
-def load_cells(params: Params, folder: Path = Path("ablations/results")) -> pd.DataFrame:
+def load_cells(params: Params) -> pd.DataFrame:
     """One row per (variant, seed) of params.yaml's grid; a missing result is an error naming the stage."""
+    from stages.ablate import result_path
+
     rows, missing = [], []
     for variant in params.ablations.variants:
         for seed in params.ablations.seeds:
-            path = folder / f"{variant}-seed{seed}.json"
+            path = result_path(variant, seed)
             if not path.exists():
                 missing.append(f"cell@{variant}-{seed}")
                 continue
