@@ -49,7 +49,8 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
     """(images/s, train FLOPs per image) over `epochs` timed epochs after one warm-up epoch."""
     import keras
 
-    from stages.train import build_compiled, epoch_data, seed_everything
+    from stages.augment import epoch_data
+    from stages.train import build_compiled, seed_everything
 
     seed_everything(0)
     shape = SHAPES[dataset]

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from stages import environment, tracking
+from stages.augment import epoch_data
 from stages.params import Params, load_or_exit
-from stages.train import TrainingFailed, build_compiled, check_learning, epoch_data, load_split, \
+from stages.train import TrainingFailed, build_compiled, check_learning, load_split, \
     seed_everything, stop_on_non_finite_loss
 
 RESULTS_DIR = Path("ablations/results")

@@ -21,8 +21,9 @@ import sys
 import numpy as np
 import pandas as pd
 
+from stages.augment import epoch_data
 from stages.params import Model, Params, load_or_exit
-from stages.train import REPORTS_DIR, build_compiled, epoch_data, load_split, seed_everything
+from stages.train import REPORTS_DIR, build_compiled, load_split, seed_everything
 
 OUT_DIR = REPORTS_DIR / "diagnostics"
 

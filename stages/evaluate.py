@@ -3,7 +3,8 @@
     python -m stages.evaluate lenet5
 
 Writes reports/<name>/metrics.json (DVC metrics: test accuracy as a fraction in [0, 1], loss,
-macro F1, inference speed), reports/<name>/per_class.csv (precision, recall, F1 per class),
+macro F1, inference speed; with `test_time_augmentation` the scores average the predictions over
+several views of each image and the single-view accuracy is kept beside them), reports/<name>/per_class.csv (precision, recall, F1 per class),
 reports/<name>/confusion.csv (the matrix) and reports/<name>/predictions.csv (actual/predicted per
 test image, for DVC's confusion-matrix plot).
 """
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from stages import environment, tracking
+from stages.augment import predict, test_views
 from stages.params import Params, load_or_exit
 from stages.train import MODELS_DIR, REPORTS_DIR, load_split
 
@@ -63,8 +65,10 @@ def evaluate(params: Params, name: str) -> dict:
 
     model.predict(x_test[:batch], batch_size=batch, verbose=0)  # warm-up: build and compile
     started = time.perf_counter()
-    probs = model.predict(x_test, batch_size=batch, verbose=0)
+    single = model.predict(x_test, batch_size=batch, verbose=0)
     seconds = time.perf_counter() - started
+    views = test_views(cfg)
+    probs = predict(model, x_test, cfg, batch) if len(views) > 1 else single
 
     latencies = []
     for i in range(min(len(x_test), 50) + 5):  # one image at a time, as a service would; 5 warm-up calls
@@ -82,6 +86,8 @@ def evaluate(params: Params, name: str) -> dict:
         "test_loss": float(-np.log(picked).mean()),
         "test_macro_f1": float(scores["f1"].mean()),
         "test_images": int(len(y_test)),
+        "test_views": len(views),
+        "test_accuracy_single_view": float((single.argmax(axis=1) == y_test).mean()),
         "inference_images_per_second": round(len(y_test) / seconds, 1),
         "inference_batch_size": batch,
         "latency_ms_per_image": round(1000 * float(np.median(latencies[5:])), 3),
@@ -104,7 +110,8 @@ def evaluate(params: Params, name: str) -> dict:
         for f in ("metrics.json", "per_class.csv", "confusion.csv"):
             mlflow.log_artifact(str(out / f), artifact_path="evaluation")
     register(f"{name}-{cfg.dataset}", run["run_id"], metrics["test_accuracy"])
-    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f} on "
+    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f} ({len(views)} views; single view "
+          f"{metrics['test_accuracy_single_view']:.4f}), loss {metrics['test_loss']:.4f} on "
           f"{len(y_test)} images; {metrics['inference_images_per_second']:.0f} images/s")
     return metrics
 

@@ -68,9 +68,14 @@ class Model:
     batch_size: int = field(default=64, metadata={"min": 1, "max": 65536})
     epochs: int = field(default=5, metadata={"min": 1, "max": 10000})
     early_stopping_patience: int = field(default=0, metadata={"min": 0})  # 0 = off
-    # Augmentation (training images only): random crop after zero-padding, horizontal flip
+    # Augmentation (training images only): random crop after zero-padding, horizontal flip,
+    # cutout (one square per image set to the mean pixel)
     augment_crop_padding: int = field(default=0, metadata={"min": 0, "max": 16})
     augment_flip: bool = False
+    augment_cutout: int = field(default=0, metadata={"min": 0, "max": 64})  # square side, 0 = off
+    # Evaluation: average the predictions over the centre, four shifted corners and (if flipped in
+    # training) their mirrors, as AlexNet did; training is unchanged
+    test_time_augmentation: bool = False
     # Inputs: standardize = (x - mean) / std per channel from the training split; unit = x / 255
     # (the reference notebook's); none = raw 0..255 pixels
     input_scaling: str = field(default="standardize", metadata={"choices": INPUT_SCALINGS})
@@ -120,7 +125,8 @@ class Diagnose:
 @dataclass(frozen=True)
 class Ablations:
     """The claims grid (ablations/dvc.yaml): each variant is a models entry (`base`) with some
-    knobs changed, trained once per seed at this budget (epochs, training/validation/test images)."""
+    knobs changed, trained once per seed at this budget (epochs, training/validation/test images)
+    and scored on single test views."""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"min": 0})
     epochs: int = field(default=8, metadata={"min": 1, "max": 10000})
     train_limit: int = field(default=7000, metadata={"min": 0})  # 0 = the whole training split
@@ -134,9 +140,12 @@ class Ablations:
         _check(variant in self.variants, key, f"is not a variant (have: {', '.join(self.variants)})")
         changes = dict(self.variants[variant])
         base = changes.pop("base", None)
-        _check("epochs" not in changes, f"{key}.epochs", "is set by the grid's budget (ablations.epochs); remove it here")
+        for fixed in ("epochs", "test_time_augmentation"):
+            _check(fixed not in changes, f"{key}.{fixed}", "is set by the grid's budget; remove it here")
         _check(base in params.models, f"{key}.base", f"must name an entry of 'models' ({', '.join(params.models)})")
-        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs}
+        # The grid scores single views: test-time augmentation would multiply its evaluation time
+        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs,
+               "test_time_augmentation": False}
         return _build(Model, raw, key)
 
 

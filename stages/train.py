@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import environment, tracking
+from stages.augment import epoch_data
 from stages.checkpoint import Checkpoint, fingerprint, get_values, set_values
 from stages.params import Params, load_or_exit
 from stages.prepare import PREPARED_DIR
@@ -109,27 +110,6 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution)
     return model
-
-
-def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """This epoch's shuffled (and, if asked, augmented) training set. The randomness depends only
-    on (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
-    if cfg.augment_crop_padding:
-        p = cfg.augment_crop_padding
-        padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        dy, dx = rng.integers(0, 2 * p + 1, size=(2, len(x)))
-        h, w = x.shape[1:3]
-        rows = dy[:, None] + np.arange(h)[None, :]
-        cols = dx[:, None] + np.arange(w)[None, :]
-        x = padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if cfg.augment_flip:
-        flip = rng.random(len(x)) < 0.5
-        x = x.copy()
-        x[flip] = x[flip, :, ::-1]
-    return x.astype("float32"), y
 
 
 def stop_on_non_finite_loss(name: str):

@@ -10,7 +10,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from stages.params import load_params
-from stages.train import KILL_AFTER_EPOCH_ENV, TrainingFailed, check_learning, epoch_data
+from stages.augment import epoch_data
+from stages.train import KILL_AFTER_EPOCH_ENV, TrainingFailed, check_learning
 from tests.conftest import ROOT, run, stage
 
 
