@@ -51,7 +51,7 @@ def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int) -> tupl
     return x.astype("float32"), y
 
 
-def test_views(cfg) -> list[tuple[int, int, bool]]:
+def tta_views(cfg) -> list[tuple[int, int, bool]]:
     """(dy, dx, mirrored) of every view test-time augmentation averages over, AlexNet's way: the
     centre and four corner crops (shifted by half the training crop padding), each also mirrored
     when training flipped. Just the image itself when `cfg.test_time_augmentation` is off."""
@@ -64,7 +64,7 @@ def test_views(cfg) -> list[tuple[int, int, bool]]:
 
 def predict(model, x: np.ndarray, cfg, batch_size: int) -> np.ndarray:
     """Class probabilities averaged over the test views of `cfg` (one view: a plain predict)."""
-    views = test_views(cfg)
+    views = tta_views(cfg)
     pad = max(max(abs(dy), abs(dx)) for dy, dx, _ in views)
     total = None
     for dy, dx, mirrored in views:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from stages import environment, tracking
-from stages.augment import predict, test_views
+from stages.augment import predict, tta_views
 from stages.params import Params, load_or_exit
 from stages.train import MODELS_DIR, REPORTS_DIR, load_split
 
@@ -67,7 +67,7 @@ def evaluate(params: Params, name: str) -> dict:
     started = time.perf_counter()
     single = model.predict(x_test, batch_size=batch, verbose=0)
     seconds = time.perf_counter() - started
-    views = test_views(cfg)
+    views = tta_views(cfg)
     probs = predict(model, x_test, cfg, batch) if len(views) > 1 else single
 
     latencies = []

@@ -231,13 +231,23 @@ def regularisation(cfg) -> str:
         parts.append(f"weight decay {cfg.weight_decay:g}")
     if cfg.label_smoothing:
         parts.append(f"label smoothing {cfg.label_smoothing:g}")
-    if cfg.augment_crop_padding or cfg.augment_flip:
-        parts.append("augmentation (" + ", ".join(
-            ([f"crop, pad {cfg.augment_crop_padding}"] if cfg.augment_crop_padding else [])
-            + (["flip"] if cfg.augment_flip else [])) + ")")
+    augmentation = (([f"crop, pad {cfg.augment_crop_padding}"] if cfg.augment_crop_padding else [])
+                    + (["flip"] if cfg.augment_flip else [])
+                    + ([f"cutout {cfg.augment_cutout}x{cfg.augment_cutout}"] if cfg.augment_cutout else []))
+    if augmentation:
+        parts.append("augmentation (" + ", ".join(augmentation) + ")")
     if cfg.early_stopping_patience:
         parts.append(f"early stopping (patience {cfg.early_stopping_patience})")
     return ", ".join(parts) or "none"
+
+
+def test_accuracy(metrics: dict) -> str:
+    text = f"{100 * metrics['test_accuracy']:.2f}% (of {metrics['test_images']:,} images)"
+    views = metrics.get("test_views", 1)
+    if views > 1:
+        text += (f"; averaged over {views} views of each image (test-time augmentation), "
+                 f"single view {100 * metrics['test_accuracy_single_view']:.2f}%")
+    return text
 
 
 def peak_memory(r: dict) -> str:
@@ -272,8 +282,7 @@ def build_blocks(results: dict[str, dict]) -> list[tuple]:
         ("Recipe", lambda r: recipe(r["config"])),
         ("Additions to the architecture", lambda r: additions(r["config"])),
         ("Epochs", lambda r: str(r["training"]["epochs"])),
-        ("Test accuracy", lambda r: f"{100 * r['metrics']['test_accuracy']:.2f}% "
-                                    f"(of {r['metrics']['test_images']:,} images)"),
+        ("Test accuracy", lambda r: test_accuracy(r["metrics"])),
         ("Test loss", lambda r: f"{r['metrics']['test_loss']:.4f}"),
         ("Macro F1", lambda r: f"{r['metrics']['test_macro_f1']:.4f}"),
         ("Training time", lambda r: f"{r['training']['train_seconds']:.1f} s "

@@ -144,6 +144,7 @@ def project(tmp_path, fixture_data, serve, monkeypatch):
     params.update(TINY_PARAMS)
     for model in params["models"].values():
         model.update(epochs=1, batch_size=32)
+    params["models"]["alexnet"]["test_time_augmentation"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         "DATA_MIRROR": serve(mirror),

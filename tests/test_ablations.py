@@ -34,7 +34,9 @@ def test_variants_change_only_what_they_say():
     params = load_params(ROOT / "params.yaml")
     base, tanh = params.model("alexnet"), params.ablations.model(params, "alexnet-tanh")
     assert tanh.activation == "tanh" and tanh.epochs == params.ablations.epochs
-    assert {k for k in base.__dataclass_fields__ if getattr(base, k) != getattr(tanh, k)} <= {"activation", "epochs"}
+    assert {k for k in base.__dataclass_fields__ if getattr(base, k) != getattr(tanh, k)} <= {
+        "activation", "epochs", "test_time_augmentation"}
+    assert not tanh.test_time_augmentation  # the grid scores single views
 
 
 @pytest.mark.parametrize("variant, key, words", [
@@ -42,6 +44,7 @@ def test_variants_change_only_what_they_say():
     ({"base": "lenet5", "activaton": "relu"}, "ablations.variants.bad.activaton", "not a known key"),
     ({"base": "lenet5", "pooling": "min"}, "ablations.variants.bad.pooling", "one of"),
     ({"base": "lenet5", "epochs": 30}, "ablations.variants.bad.epochs", "budget"),
+    ({"base": "alexnet", "test_time_augmentation": True}, "ablations.variants.bad.test_time_augmentation", "budget"),
 ])
 def test_a_bad_variant_is_named_before_any_work(tmp_path, variant, key, words):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

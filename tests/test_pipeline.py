@@ -53,6 +53,8 @@ def test_dvc_repro_end_to_end(project):
     for m in metrics.values():
         assert 0.0 <= m["test_accuracy"] <= 1.0
         assert m["test_images"] == 80
+    assert metrics["lenet5"]["test_views"] == 1 and metrics["alexnet"]["test_views"] == 10
+    assert metrics["lenet5"]["test_accuracy_single_view"] == metrics["lenet5"]["test_accuracy"]
 
     client, runs = runs_by_name(project)
     assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1, "report": 1}
@@ -62,6 +64,7 @@ def test_dvc_repro_end_to_end(project):
         assert r.data.params["model.epochs"] == "1"
         assert r.data.params["seed"] == "42"
         assert r.data.metrics["test_accuracy"] == metrics[model]["test_accuracy"]
+        assert r.data.metrics["test_accuracy_single_view"] == metrics[model]["test_accuracy_single_view"]
         assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 1
         assert r.data.tags["device"].startswith(("CPU", "GPU"))
         assert r.data.tags["version.keras"]

@@ -91,7 +91,14 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     (fixture_root / "reports/alexnet/metrics.json").write_text(json.dumps(metrics))
     assert report.main([]) == 0
     md = (fixture_root / "reports/report.md").read_text()
-    assert "43.21%" in md and "85.34%" not in md
+    assert "43.21%" in md and "85.34%" not in md and "views" not in md
+
+    # test-time augmentation is named, with the single-view accuracy beside it
+    metrics.update(test_views=10, test_accuracy_single_view=0.4123)
+    (fixture_root / "reports/alexnet/metrics.json").write_text(json.dumps(metrics))
+    assert report.main([]) == 0
+    md = (fixture_root / "reports/report.md").read_text()
+    assert "43.21% (of 40 images); averaged over 10 views of each image (test-time augmentation), single view 41.23%" in md
 
 
 def test_missing_inputs_name_the_stage_to_run(fixture_root):
