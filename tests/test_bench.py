@@ -14,3 +14,16 @@ def test_bench_prints_the_speed_table_on_tiny_sizes():
         assert column in out
     lines = [line for line in out.splitlines() if line.strip().startswith("lenet5")]
     assert len(lines) == 2 and "1.00x" in lines[0]
+
+
+def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
+    result = subprocess.run([sys.executable, "-m", "bench.breakdown", "--model", "lenet5", "--batch", "16"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "lenet5: batch 16, float32; matmul peak measured here" in out
+    for part in ("C1 (Conv2D)", "C3 (Conv2D)", "C5 (Dense)", "F6 (Dense)", "output (Dense)", "other layers",
+                 "optimizer update", "whole train step"):
+        assert part in out
+    step = next(line for line in out.splitlines() if line.strip().startswith("whole train step"))
+    assert float(step.split()[3]) > 0 and step.split()[4] == "100%"
