@@ -110,8 +110,9 @@ def evaluate(params: Params, name: str) -> dict:
         for f in ("metrics.json", "per_class.csv", "confusion.csv"):
             mlflow.log_artifact(str(out / f), artifact_path="evaluation")
     register(f"{name}-{cfg.dataset}", run["run_id"], metrics["test_accuracy"])
-    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f} ({len(views)} views; single view "
-          f"{metrics['test_accuracy_single_view']:.4f}), loss {metrics['test_loss']:.4f} on "
+    averaged = (f" ({len(views)} views averaged; single view {metrics['test_accuracy_single_view']:.4f})"
+                if len(views) > 1 else "")
+    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}{averaged}, loss {metrics['test_loss']:.4f} on "
           f"{len(y_test)} images; {metrics['inference_images_per_second']:.0f} images/s")
     return metrics
 
