@@ -4,11 +4,14 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_bench_prints_the_speed_table_on_tiny_sizes():
-    result = subprocess.run([sys.executable, "-m", "bench.speed", "--models", "lenet5", "--images", "256"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+def bench(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_bench_prints_the_speed_table_on_tiny_sizes():
+    out = bench("bench.speed", "--models", "lenet5", "--images", "256")
     assert "matmul peak measured here" in out
     for column in ("images/s", "epoch s", "GFLOP/s", "of peak", "vs plain"):
         assert column in out
@@ -17,10 +20,7 @@ def test_bench_prints_the_speed_table_on_tiny_sizes():
 
 
 def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
-    result = subprocess.run([sys.executable, "-m", "bench.breakdown", "--model", "lenet5", "--batch", "16"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = bench("bench.breakdown", "--model", "lenet5", "--batch", "16")
     assert "lenet5: batch 16, float32; matmul peak measured here" in out
     for part in ("C1 (Conv2D)", "C3 (Conv2D)", "C5 (Dense)", "F6 (Dense)", "output (Dense)", "other layers",
                  "optimizer update", "whole train step"):
