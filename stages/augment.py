@@ -62,12 +62,13 @@ def tta_views(cfg) -> list[tuple[int, int, bool]]:
     return [(dy, dx, m) for dy, dx in offsets for m in ((False, True) if cfg.augment_flip else (False,))]
 
 
-def predict(model, x: np.ndarray, cfg, batch_size: int) -> np.ndarray:
-    """Class probabilities averaged over the test views of `cfg` (one view: a plain predict)."""
+def predict(model, x: np.ndarray, cfg, batch_size: int, centre: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities averaged over the test views of `cfg` (one view: a plain predict).
+    `centre`: the model's probabilities for `x` itself (the first view), when already computed."""
     views = tta_views(cfg)
     pad = max(max(abs(dy), abs(dx)) for dy, dx, _ in views)
-    total = None
-    for dy, dx, mirrored in views:
+    total = centre
+    for dy, dx, mirrored in views[1 if centre is not None else 0:]:
         view = shift(x, pad, pad + dy, pad + dx) if pad else x
         if mirrored:
             view = view[:, :, ::-1]

@@ -68,7 +68,7 @@ def evaluate(params: Params, name: str) -> dict:
     single = model.predict(x_test, batch_size=batch, verbose=0)
     seconds = time.perf_counter() - started
     views = tta_views(cfg)
-    probs = predict(model, x_test, cfg, batch) if len(views) > 1 else single
+    probs = predict(model, x_test, cfg, batch, centre=single)
 
     latencies = []
     for i in range(min(len(x_test), 50) + 5):  # one image at a time, as a service would; 5 warm-up calls

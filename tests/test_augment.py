@@ -65,6 +65,13 @@ def test_predict_averages_the_views():
     assert (model.seen[2][:, :2] == 0).all() and (model.seen[2][:, 2:, 2:] == x[:, :-2, :-2]).all()
     expected = np.mean([RecordingModel().predict(v, 4, 0) for v in model.seen], axis=0)
     np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    reused = RecordingModel()  # the centre view's probabilities, already computed, are not predicted again
+    np.testing.assert_array_equal(predict(reused, x, cfg, 4, centre=RecordingModel().predict(x, 4, 0)), probs)
+    assert len(reused.seen) == 9 and not any(np.array_equal(v, x) for v in reused.seen)
     single = RecordingModel()
     np.testing.assert_array_equal(predict(single, x, replace(cfg, test_time_augmentation=False), 4),
-                                  single.predict(x, 4, 0))
+                                  RecordingModel().predict(x, 4, 0))
+    assert len(single.seen) == 1
+    np.testing.assert_array_equal(predict(single, x, replace(cfg, test_time_augmentation=False), 4, centre=probs),
+                                  probs)
+    assert len(single.seen) == 1
