@@ -10,7 +10,7 @@ exec dvc exp run --temp -n notebook-alexnet "$@" \
   -S models.alexnet.momentum=0.0 -S models.alexnet.nesterov=false -S models.alexnet.weight_decay=0.0 \
   -S models.alexnet.schedule=constant -S models.alexnet.warmup_epochs=0 -S models.alexnet.label_smoothing=0.0 \
   -S models.alexnet.batch_size=64 -S models.alexnet.epochs=5 \
-  -S models.alexnet.augment_crop_padding=0 -S models.alexnet.augment_flip=false \
+  -S models.alexnet.augment_crop_padding=0 -S models.alexnet.augment_flip=false -S models.alexnet.augment_cutout=0 \
   -S models.alexnet.input_scaling=unit -S models.alexnet.steps_per_execution=1 \
   -S models.alexnet.mixed_precision=false \
   train@alexnet
