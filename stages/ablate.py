@@ -171,8 +171,8 @@ def run_cell(params: Params, variant: str, seed: int) -> dict:
         }
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
         write_json(result_path(variant, seed), result)
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as exc:
+        mlflow.end_run(status=tracking.interrupted_status(exc))
         raise
     mlflow.end_run(status="FINISHED" if outcome == "learned" else "FAILED")
     print(f"{name}: {outcome}; test accuracy {result['test_accuracy']:.4f}, {seconds:.0f} s", flush=True)
@@ -187,6 +187,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
+    tracking.end_runs_on_sigterm()
     params = load_or_exit()
     a = params.ablations
     if len(argv) != 2 or argv[0] not in a.variants or not argv[1].lstrip("-").isdigit() or int(argv[1]) not in a.seeds:

@@ -118,6 +118,7 @@ def evaluate(params: Params, name: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    tracking.end_runs_on_sigterm()
     params = load_or_exit()
     if len(argv) != 1 or argv[0] not in params.models:
         print(f"usage: python -m stages.evaluate {{{','.join(params.models)}}}", file=sys.stderr)

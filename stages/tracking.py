@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -47,3 +48,21 @@ def run_tags() -> dict[str, str]:
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+class Terminated(SystemExit):
+    """SIGTERM (`kill`, a CI timeout, a scheduler), raised in the main thread like Ctrl-C."""
+
+
+def end_runs_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated, so the stage's MLflow run is ended (KILLED) instead of being
+    left RUNNING forever; exit status 143, as if killed by the signal."""
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interrupted_status(exc: BaseException) -> str:
+    """The MLflow status for a run ended by `exc`: KILLED for Ctrl-C or SIGTERM, else FAILED."""
+    return "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated)) else "FAILED"

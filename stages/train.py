@@ -34,7 +34,8 @@ from stages.prepare import PREPARED_DIR
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
 CHECKPOINTS_DIR = Path("checkpoints")
-KILL_AFTER_EPOCH_ENV = "CLASSIC_CNN_KILL_AFTER_EPOCH"  # for tests: SIGKILL itself after that epoch
+KILL_AFTER_EPOCH_ENV = "CLASSIC_CNN_KILL_AFTER_EPOCH"  # for tests: kill itself after that epoch ...
+KILL_SIGNAL_ENV = "CLASSIC_CNN_KILL_SIGNAL"  # ... with this signal (default SIGKILL)
 
 
 class TrainingFailed(RuntimeError):
@@ -233,7 +234,7 @@ def train(params: Params, name: str) -> dict:
                 best = get_values(model.variables)
             ckpt.save(model, state, best if (cfg.early_stopping_patience and improved) else None)
             if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.Signals[os.environ.get(KILL_SIGNAL_ENV, "SIGKILL")])
             if cfg.early_stopping_patience and epoch + 1 - state["best_epoch"] >= cfg.early_stopping_patience:
                 print(f"{name}: validation accuracy has not improved for {cfg.early_stopping_patience} epochs; "
                       f"stopping and keeping epoch {state['best_epoch']}'s weights")
@@ -248,8 +249,8 @@ def train(params: Params, name: str) -> dict:
         mlflow.end_run(status="FAILED")
         ckpt.clear()
         raise
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as exc:  # the checkpoint stays: a rerun resumes this run
+        mlflow.end_run(status=tracking.interrupted_status(exc))
         raise
     mlflow.end_run()
     ckpt.clear()
@@ -304,6 +305,7 @@ def write_outputs(params: Params, name: str, model, state: dict, device: str, n_
 
 
 def main(argv: list[str]) -> int:
+    tracking.end_runs_on_sigterm()
     params = load_or_exit()
     if len(argv) != 1 or argv[0] not in params.models:
         print(f"usage: python -m stages.train {{{','.join(params.models)}}}", file=sys.stderr)

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from stages.params import load_params
 from stages.augment import epoch_data
-from stages.train import KILL_AFTER_EPOCH_ENV, TrainingFailed, check_learning
+from stages.train import KILL_AFTER_EPOCH_ENV, KILL_SIGNAL_ENV, TrainingFailed, check_learning
 from tests.conftest import ROOT, run, stage
 
 
@@ -128,11 +128,16 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop epoch_seconds
     assert strip((project / "reports/lenet5/history.csv").read_text()) == strip(reference_history)
 
-    # A checkpoint from other params is not resumed from.
+    # SIGTERM ends the run as KILLED (not left RUNNING) and keeps the checkpoint; a checkpoint from
+    # other params is not resumed from.
     monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "1")
+    monkeypatch.setenv(KILL_SIGNAL_ENV, "SIGTERM")
     set_params(project, epochs=3, learning_rate=0.002)
     killed = stage("train", "lenet5", cwd=project, check=False)
-    assert killed.returncode == -9
+    assert killed.returncode == 143
+    assert mlflow_runs(project)[-1].info.status == "KILLED"
+    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
+    monkeypatch.delenv(KILL_SIGNAL_ENV)
     set_params(project, epochs=3, learning_rate=0.001)
     monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "2")
     killed = stage("train", "lenet5", cwd=project, check=False)
@@ -149,6 +154,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     runs = mlflow_runs(project)
     statuses = [r.info.status for r in runs]
     assert statuses.count("FINISHED") == 3  # two whole runs, and the killed one resumed to the end
+    assert statuses.count("KILLED") == 1  # the run with other params, stopped by SIGTERM
     resumed_run = runs[-1]
     assert len(MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").get_metric_history(
         resumed_run.info.run_id, "val_accuracy")) == 3
