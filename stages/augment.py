@@ -1,5 +1,5 @@
-"""Augmentation: each training epoch's random crops, flips and cutout, and the fixed views that
-test-time augmentation averages the model's predictions over.
+"""Training-time augmentation: each epoch's random crops, flips and cutout (test-time views:
+stages/tta.py).
 
 All randomness comes from (seed, epoch), so a resumed run sees exactly the batches an
 uninterrupted one would.
@@ -49,29 +49,3 @@ def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int) -> tupl
         fill = np.round(x.reshape(-1, x.shape[-1]).mean(axis=0))
         x = cutout(x, cfg.augment_cutout, rng, fill)
     return x.astype("float32"), y
-
-
-def tta_views(cfg) -> list[tuple[int, int, bool]]:
-    """(dy, dx, mirrored) of every view test-time augmentation averages over, AlexNet's way: the
-    centre and four corner crops (shifted by half the training crop padding), each also mirrored
-    when training flipped. Just the image itself when `cfg.test_time_augmentation` is off."""
-    if not cfg.test_time_augmentation:
-        return [(0, 0, False)]
-    s = cfg.augment_crop_padding // 2
-    offsets = [(0, 0)] + ([(-s, -s), (-s, s), (s, -s), (s, s)] if s else [])
-    return [(dy, dx, m) for dy, dx in offsets for m in ((False, True) if cfg.augment_flip else (False,))]
-
-
-def predict(model, x: np.ndarray, cfg, batch_size: int, centre: np.ndarray | None = None) -> np.ndarray:
-    """Class probabilities averaged over the test views of `cfg` (one view: a plain predict).
-    `centre`: the model's probabilities for `x` itself (the first view), when already computed."""
-    views = tta_views(cfg)
-    pad = max(max(abs(dy), abs(dx)) for dy, dx, _ in views)
-    total = centre
-    for dy, dx, mirrored in views[1 if centre is not None else 0:]:
-        view = shift(x, pad, pad + dy, pad + dx) if pad else x
-        if mirrored:
-            view = view[:, :, ::-1]
-        probs = model.predict(np.ascontiguousarray(view, dtype="float32"), batch_size=batch_size, verbose=0)
-        total = probs if total is None else total + probs
-    return total / len(views)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from stages import environment, tracking
-from stages.augment import predict, tta_views
+from stages.tta import predict, tta_views
 from stages.params import Params, load_or_exit
 from stages.train import MODELS_DIR, REPORTS_DIR, load_split
 

@@ -3,7 +3,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from stages.augment import epoch_data, predict, shift, tta_views
+from stages.augment import epoch_data, shift
+from stages.tta import predict, tta_views
 from stages.params import load_params
 from tests.conftest import ROOT
 
