@@ -163,7 +163,10 @@ def blocks(table: pd.DataFrame, cells: pd.DataFrame, params: Params) -> list[tup
                  if non_official else "")),
         ("p", "Differences are in percentage points, as mean over seeds; the interval is the 95% Welch "
               "interval of the difference. **supported**: the interval is above 0; **contradicted**: below; "
-              "**inconclusive**: it contains 0. Everything is at this budget, far shorter than a full training."),
+              "**inconclusive**: it contains 0. Everything is at this budget, far shorter than a full training, "
+              "with each base model's full-run recipe, regularisation included: a network still far from "
+              "fitting its training images here (see *Training accuracy* below) may rank differently after a "
+              "full training."),
         ("table", ["Claim (the notebook's)", "Measured", "Variants: mean ± std (%)", "Difference (points)",
                    "95% CI", "Verdict"],
          [[r.claim, MEASURES[r.measure], "; ".join(f"{v} {pct(s['mean'])} ± {pct(s['std'])}"
@@ -177,12 +180,12 @@ def blocks(table: pd.DataFrame, cells: pd.DataFrame, params: Params) -> list[tup
     summary = cells.groupby("variant", sort=False).agg(
         seeds=("seed", "count"), parameters=("parameters", "first"),
         test=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
-        speed=("learning_speed", "mean"), gap=("generalisation_gap", "mean"),
+        speed=("learning_speed", "mean"), train=("train_accuracy", "mean"), gap=("generalisation_gap", "mean"),
         seconds=("train_seconds", "mean"), learned=("outcome", lambda s: int((s == "learned").sum())))
     out.append(("table", ["Variant", "Changes", "Parameters", "Test accuracy (%)", "Learning speed (%)",
-                          "Train - test (points)", "Seconds per run", "Runs that learned"],
+                          "Training accuracy (%)", "Train - test (points)", "Seconds per run", "Runs that learned"],
                 [[r.Index, ", ".join(f"{k}={x}" for k, x in a.variants[r.Index].items()), f"{int(r.parameters):,}",
-                  f"{pct(r.test)} ± {pct(r.test_std)}", pct(r.speed), pct(r.gap), f"{r.seconds:.0f}",
+                  f"{pct(r.test)} ± {pct(r.test_std)}", pct(r.speed), pct(r.train), pct(r.gap), f"{r.seconds:.0f}",
                   f"{int(r.learned)}/{int(r.seeds)}"] for r in summary.itertuples()]))
     out.append(("p", "Changing the first kernel keeps the notebook's valid padding, so a smaller kernel also "
                      "leaves larger feature maps for the layers after it (see the parameter counts): the "

@@ -151,6 +151,10 @@ def test_a_tiny_grid_runs_end_to_end(project):
     md = (project / "reports/claims.md").read_text()
     assert "Max pooling works better than average pooling -- tanh LeNet-5" in md
     assert f"{100 * pooling['difference']:+.1f}" in md
+    max_rows = [line for line in md.splitlines() if line.startswith("| lenet5-tanh-max |")]
+    train = np.mean([json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())
+                     ["train_accuracy"] for s in (1, 2)])
+    assert "Training accuracy (%)" in md and f"| {100 * train:.1f} |" in max_rows[0]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("classic-cnns")
