@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from bench.speed import SHAPES, matmul_peak
-from stages.params import load_params
+from bench.speed import matmul_peak
+from classic_cnns.datasets import REGISTRY
+from classic_cnns.params import load_params
 
 
 def seconds_per_call(fn, calls: int = 5, repeats: int = 3) -> float:
@@ -67,8 +68,8 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     import tensorflow as tf
 
     from bench.speed import train_flops_per_image
-    from stages.models import multiply_adds
-    from stages.train import build_compiled, seed_everything
+    from classic_cnns.models import multiply_adds
+    from classic_cnns.recipe import build_compiled, seed_everything
 
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("bench.breakdown needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
@@ -76,7 +77,7 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     cfg = dataclasses.replace(params.model(name), schedule="constant", warmup_epochs=0)
     batch = batch or cfg.batch_size
     seed_everything(0)
-    shape = SHAPES[cfg.dataset]
+    shape = REGISTRY[cfg.dataset].prepared_shape
     meta = {"shape": list(shape), "mean": [100.0] * shape[-1], "std": [60.0] * shape[-1], "classes": list(range(10))}
     model = build_compiled(cfg, meta, 100)
     rng = np.random.default_rng(0)

@@ -18,10 +18,12 @@ import time
 
 import numpy as np
 
-from stages.params import Model, load_params
+from classic_cnns.diagnostics import notebook_config
+from classic_cnns.params import Model, load_params
 
-TRAIN_SIZES = {"mnist": 55_000, "cifar10": 45_000}
-SHAPES = {"mnist": (32, 32, 1), "cifar10": (32, 32, 3)}
+from classic_cnns.datasets import REGISTRY
+
+VAL_SIZE = 5_000  # params.yaml prepare.val_size: a full epoch is the rest of the training split
 
 
 def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
@@ -41,7 +43,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def train_flops_per_image(model) -> float:
-    from stages.models import layer_table
+    from classic_cnns.models import layer_table
 
     return 3 * 2 * float(layer_table(model)["multiply_adds"].sum())
 
@@ -50,11 +52,11 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
     """(images/s, train FLOPs per image) over `epochs` timed epochs after one warm-up epoch."""
     import keras
 
-    from stages.augment import epoch_data
-    from stages.train import build_compiled, seed_everything
+    from classic_cnns.loop import train_epochs
+    from classic_cnns.recipe import build_compiled, seed_everything
 
     seed_everything(0)
-    shape = SHAPES[dataset]
+    shape = REGISTRY[dataset].prepared_shape
     meta = {"shape": list(shape), "mean": [100.0] * shape[-1], "std": [60.0] * shape[-1], "classes": list(range(10))}
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (images, *shape), dtype=np.uint8)
@@ -63,8 +65,7 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
     best = math.inf
     for epoch in range(epochs + 1):
         started = time.perf_counter()
-        xe, ye = epoch_data(x, y, cfg, 0, epoch)
-        model.fit(xe, ye, batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=0)
+        train_epochs(model, x, y, dataclasses.replace(cfg, epochs=epoch + 1), 0, start_epoch=epoch, progress_bar=False)
         if epoch:  # epoch 0 compiles
             best = min(best, time.perf_counter() - started)
     return images / best, train_flops_per_image(model)
@@ -84,7 +85,7 @@ def main() -> None:
     for name in args.models:
         cfg = params.model(name)
         images = args.images or (55_000 if cfg.architecture == "lenet5" else 3_200)
-        plain = Model(architecture=cfg.architecture, dataset=cfg.dataset, batch_size=64)
+        plain = notebook_config(params.diagnose.notebook, cfg)
         modes = {"plain fit (notebook)": plain,
                  "pipeline recipe": dataclasses.replace(cfg, schedule="constant", warmup_epochs=0)}
         baseline = None
@@ -96,7 +97,7 @@ def main() -> None:
                 "model": name, "mode": mode,
                 "batch": mode_cfg.batch_size, "steps/exec": mode_cfg.steps_per_execution,
                 "precision": "bf16" if mode_cfg.mixed_precision else "fp32",
-                "images/s": round(rate), "epoch s": round(TRAIN_SIZES[cfg.dataset] / rate, 1),
+                "images/s": round(rate), "epoch s": round((REGISTRY[cfg.dataset].train_images - VAL_SIZE) / rate, 1),
                 "GFLOP/s": round(rate * flops / 1e9, 1), "of peak": f"{100 * rate * flops / peak:.0f}%",
                 "vs plain": f"{rate / baseline:.2f}x",
             })

@@ -1,5 +1,3 @@
-"""The pipeline's stages: one module per DVC stage, plus the models and small shared helpers."""
-import os
-
-# Quiet TensorFlow's C++ start-up chatter; a user can still set it to 0.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+"""The DVC stages: one thin entry point each (`python -m stages.<name> ...`), wired in dvc.yaml
+and ablations/dvc.yaml. The work is done by the library, classic_cnns/."""
+import classic_cnns  # noqa: F401  (quiets TensorFlow before any stage imports it)

@@ -1,224 +1,35 @@
-"""Stage `download`: fetch one dataset's published files, checked against pinned checksums.
+"""Stage `download`: fetch one dataset's files into data/raw/<dataset>/, checked and atomic.
 
     python -m stages.download mnist
 
-Where the bytes come from never changes the result: every file must match its pinned sha256.
-Order tried: $DATA_MIRROR (a folder or an http(s) URL holding the same file names, directly or
-under a <dataset>/ subfolder), then the official URLs. A download goes to a temporary folder that
-is moved into place only when every file checks out, so a failure leaves nothing behind.
-
-With `data.<dataset>.source` set to the path or URL of an .npz (keras.datasets layout), that copy
-is fetched instead; its sha256 is recorded and the dataset is marked non-official.
+params.yaml `data.<dataset>`: `official` (the published files, pinned sha256, $DATA_MIRROR tried
+first) or a local copy (an .npz path relative to the project, or an http(s) URL).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from stages.params import load_or_exit
-
-RAW_DIR = Path("data/raw")
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-# The published files and their sha256. MNIST's are the four original IDX files (md5
-# f68b3c2d..., d53e105e..., 9fb629c4..., ec29112d... as listed by the MNIST site).
-OFFICIAL = {
-    "mnist": {
-        "title": "MNIST",
-        "urls": [
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
-        ],
-        "files": {
-            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-        },
-    },
-    "cifar10": {
-        "title": "CIFAR-10",
-        "urls": ["https://www.cs.toronto.edu/~kriz/"],
-        "files": {
-            "cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-        },
-    },
-}
-RETRIES = 3  # attempts per URL for transient errors
-BACKOFF_S = 1.0  # doubled after each failed attempt
-TIMEOUT_S = 30.0
-
-# For tests only: a JSON file whose entries replace OFFICIAL's (urls, files) per dataset,
-# so tiny fixture files served on 127.0.0.1 run through the same download code.
-SPEC_OVERRIDE_ENV = "CLASSIC_CNN_DATASET_SPEC"
-
-
-class DownloadError(RuntimeError):
-    pass
-
-
-def dataset_spec(name: str) -> dict:
-    spec = dict(OFFICIAL[name])
-    override = os.environ.get(SPEC_OVERRIDE_ENV)
-    if override:
-        spec.update(json.loads(Path(override).read_text()).get(name, {}))
-    return spec
-
-
-def candidate_urls(name: str, filename: str, spec: dict) -> list[str]:
-    """Mirror first (flat, then <dataset>/ subfolder), then each official base URL."""
-    urls = []
-    mirror = os.environ.get("DATA_MIRROR", "").strip()
-    if mirror:
-        for sub in ("", f"{name}/"):
-            if "://" in mirror:
-                urls.append(urllib.parse.urljoin(mirror.rstrip("/") + "/", sub + filename))
-            else:
-                urls.append(str(Path(mirror).expanduser() / sub / filename))
-    urls += [base.rstrip("/") + "/" + filename for base in spec["urls"]]
-    return urls
-
-
-def _is_transient(exc: Exception) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code == 429 or exc.code >= 500
-    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError))
-
-
-def _open(url: str):
-    """A readable stream and its size (or None) for an http(s)/file URL or a local path."""
-    if "://" not in url:
-        path = Path(url)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        return path.open("rb"), path.stat().st_size
-    if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
-        raise DownloadError(f"unsupported URL scheme in {url} (use http, https, file or a path)")
-    response = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 (scheme checked above)
-    size = response.headers.get("Content-Length")
-    return response, int(size) if size else None
-
-
-def fetch_to(url: str, dest: Path, label: str) -> str:
-    """Stream url into dest, showing progress on a terminal; return the sha256 of what was read."""
-    digest = hashlib.sha256()
-    stream, size = _open(url)
-    show = sys.stderr.isatty()
-    done = 0
-    with stream, dest.open("wb") as out:
-        while chunk := stream.read(1 << 20):
-            out.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            if show:
-                total = f"/{size / 1e6:.1f}" if size else ""
-                print(f"\r  {label}: {done / 1e6:.1f}{total} MB", end="", file=sys.stderr, flush=True)
-    if show:
-        print(file=sys.stderr)
-    if size is not None and done != size:
-        raise DownloadError(f"{url}: connection closed after {done} of {size} bytes")
-    return digest.hexdigest()
-
-
-def fetch_checked(urls: list[str], dest: Path, expected_sha256: str | None) -> tuple[str, str]:
-    """Try each URL in turn (retrying transient errors) until one gives the expected bytes.
-
-    Returns (url, sha256). Raises DownloadError naming every URL tried and why it failed.
-    """
-    failures = []
-    for url in urls:
-        delay = BACKOFF_S
-        for attempt in range(1, RETRIES + 1):
-            try:
-                sha = fetch_to(url, dest, dest.name)
-            except Exception as exc:  # noqa: BLE001 - every failure is reported below
-                dest.unlink(missing_ok=True)
-                reason = f"{type(exc).__name__}: {exc}"
-                if attempt < RETRIES and _is_transient(exc):
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                failures.append(f"{url} ({reason}; {attempt} attempt{'s' * (attempt > 1)})")
-                break
-            if expected_sha256 and sha != expected_sha256:
-                dest.unlink(missing_ok=True)
-                failures.append(f"{url} (checksum mismatch for {dest.name}: expected sha256 "
-                                f"{expected_sha256}, got {sha})")
-                break
-            return url, sha
-    tried = "\n  ".join(failures)
-    raise DownloadError(f"could not get {dest.name}; tried:\n  {tried}\n"
-                        "Check the network, or set DATA_MIRROR to a folder or http(s) URL holding "
-                        "the official files, or point data.<dataset>.source at a local .npz copy.")
-
-
-def check_npz(path: Path, source: str) -> None:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DownloadError(f"{source}: the .npz lacks {', '.join(missing)}; it needs "
-                                    f"{', '.join(NPZ_KEYS)} as keras.datasets.<name>.load_data() gives")
-            for split in ("train", "test"):
-                x, y = npz[f"x_{split}"], npz[f"y_{split}"]
-                if len(x) != len(y) or x.ndim not in (3, 4):
-                    raise DownloadError(f"{source}: x_{split} {x.shape} and y_{split} {y.shape} do not "
-                                        "form images (N,H,W[,C]) with one label each")
-    except (OSError, ValueError) as exc:
-        raise DownloadError(f"{source}: not a readable .npz ({exc})") from None
-
-
-def download(name: str, source: str, out_dir: Path) -> dict:
-    """Fetch dataset `name` into out_dir atomically; return its provenance record."""
-    spec = dataset_spec(name)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir.parent))
-    try:
-        files = {}
-        if source == "official":
-            for filename, sha in spec["files"].items():
-                url, files[filename] = fetch_checked(candidate_urls(name, filename, spec), tmp / filename, sha)
-                print(f"{name}: {filename} from {url} (sha256 ok)")
-            provenance = {"dataset": name, "title": f"{spec['title']} (official files)", "official": True,
-                          "source": "official", "files": files}
-        else:
-            filename = f"{name}.npz"
-            _, files[filename] = fetch_checked([source], tmp / filename, None)
-            check_npz(tmp / filename, source)
-            print(f"{name}: local copy {source} sha256 {files[filename]}")
-            provenance = {"dataset": name, "title": f"{spec['title']} (non-official local copy)",
-                          "official": False, "source": source, "files": files}
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-        return provenance
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+from classic_cnns import datasets
+from classic_cnns.data import RAW_DIR, local_source
+from classic_cnns.download import DownloadError, download
+from classic_cnns.params import load_or_exit
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in OFFICIAL:
-        print(f"usage: python -m stages.download {{{','.join(OFFICIAL)}}}", file=sys.stderr)
-        return 2
-    name = argv[0]
     params = load_or_exit()
+    if len(argv) != 1 or argv[0] not in params.data:
+        print(f"usage: python -m stages.download {{{','.join(params.data)}}}", file=sys.stderr)
+        return 2
+    name, source = argv[0], params.data[argv[0]]
+    if "://" not in source.source and Path(source.source).is_absolute():
+        print(f"error: params.yaml: 'data.{name}.source' is the absolute path {source.source}; params.yaml and "
+              f"dvc.lock are committed, so link or copy the file under data/external/ (git-ignored) and name it "
+              f"relative to the project, e.g. data/external/{Path(source.source).name}", file=sys.stderr)
+        return 2
     try:
-        download(name, getattr(params.data, name).source, RAW_DIR / name)
-    except DownloadError as exc:
+        download(datasets.get(name, source), source.source, RAW_DIR / name, fetch_from=local_source(source.source))
+    except (DownloadError, datasets.DatasetError) as exc:
         print(f"error: {name}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "dvc.yaml", "ablations/dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["stages", "classic_cnns", "dvc.yaml", "ablations/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 
 
 def _images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -120,7 +120,7 @@ def write_spec(path: Path, sums: dict, urls: list[str] | None = None) -> Path:
 
 TINY_PARAMS = {
     "prepare": {"val_size": 40, "train_limit": 0, "test_limit": 0},
-    "evaluate": {"batch_size": 64},
+    "evaluate": {"batch_size": 64, "test_time_augmentation": {"lenet5": False, "alexnet": True}},
     "diagnose": {"model": "alexnet", "steps": 4, "every": 2, "probe_images": 16,
                  "notebook": {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "input_scaling": "unit"}},
 }
@@ -144,7 +144,6 @@ def project(tmp_path, fixture_data, serve, monkeypatch):
     params.update(TINY_PARAMS)
     for model in params["models"].values():
         model.update(epochs=1, batch_size=32)
-    params["models"]["alexnet"]["test_time_augmentation"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         "DATA_MIRROR": serve(mirror),
@@ -163,8 +162,9 @@ def project(tmp_path, fixture_data, serve, monkeypatch):
     return root
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, **env} if env else None)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -172,3 +172,25 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 def stage(name: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check)
+
+
+def assert_stages_declare_what_they_read(lock: Path, trace: Path) -> set[str]:
+    """Each stage that ran (and wrote a trace of the params it read, CLASSIC_CNNS_PARAMS_TRACE) reads
+    only params under the keys its dvc.yaml entry declares (dvc.lock lists them; a declared section
+    also covers knobs left at their defaults), and reads something under every key it declares.
+    Returns the stages checked."""
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    checked = set()
+    for name, entry in stages.items():
+        traced = trace / f"{name}.json"
+        if not traced.exists():
+            continue
+        read = set(json.loads(traced.read_text()))
+        declared = {key for values in (entry.get("params") or {}).values() for key in values}
+        under = {key: {r for r in read if r == key or r.startswith(key + ".")} for key in declared}
+        undeclared = read - set().union(*under.values())
+        assert not undeclared, f"{name} reads params its dvc.yaml entry does not declare: {sorted(undeclared)}"
+        unread = [key for key, found in under.items() if not found]
+        assert not unread, f"{name} declares params it never reads: {unread}"
+        checked.add(name)
+    return checked

@@ -3,9 +3,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from stages.augment import epoch_data, shift
-from stages.tta import predict, tta_views
-from stages.params import load_params
+from classic_cnns.augment import epoch_data, shift
+from classic_cnns.tta import predict, tta_views
+from classic_cnns.params import load_params
 from tests.conftest import ROOT
 
 
@@ -33,12 +33,12 @@ def test_cutout_blanks_one_clipped_square_per_image_and_nothing_else():
 
 
 def test_test_views_follow_the_training_augmentation():
-    assert tta_views(alexnet(test_time_augmentation=False)) == [(0, 0, False)]
-    views = tta_views(alexnet(test_time_augmentation=True, augment_crop_padding=4, augment_flip=True))
+    assert tta_views(alexnet(), False) == [(0, 0, False)]
+    views = tta_views(alexnet(augment_crop_padding=4, augment_flip=True), True)
     assert len(views) == 10 and len(set(views)) == 10  # AlexNet's: centre + 4 corners, each mirrored
     assert {(dy, dx) for dy, dx, _ in views} == {(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)}
-    assert len(tta_views(alexnet(test_time_augmentation=True, augment_crop_padding=2, augment_flip=False))) == 5
-    assert tta_views(alexnet(test_time_augmentation=True, augment_crop_padding=0, augment_flip=True)) == [
+    assert len(tta_views(alexnet(augment_crop_padding=2, augment_flip=False), True)) == 5
+    assert tta_views(alexnet(augment_crop_padding=0, augment_flip=True), True) == [
         (0, 0, False), (0, 0, True)]
 
 
@@ -56,9 +56,9 @@ class RecordingModel:
 
 def test_predict_averages_the_views():
     x = np.random.default_rng(1).integers(0, 255, (6, 32, 32, 3)).astype(np.float32)
-    cfg = alexnet(test_time_augmentation=True, augment_crop_padding=4, augment_flip=True)
+    views = tta_views(alexnet(augment_crop_padding=4, augment_flip=True), True)
     model = RecordingModel()
-    probs = predict(model, x, cfg, batch_size=4)
+    probs = predict(model, x, views, batch_size=4)
     assert len(model.seen) == 10
     np.testing.assert_array_equal(model.seen[0], x)  # the centre view is the image itself
     np.testing.assert_array_equal(model.seen[1], x[:, :, ::-1])
@@ -67,12 +67,12 @@ def test_predict_averages_the_views():
     expected = np.mean([RecordingModel().predict(v, 4, 0) for v in model.seen], axis=0)
     np.testing.assert_allclose(probs, expected, rtol=1e-6)
     reused = RecordingModel()  # the centre view's probabilities, already computed, are not predicted again
-    np.testing.assert_array_equal(predict(reused, x, cfg, 4, centre=RecordingModel().predict(x, 4, 0)), probs)
+    np.testing.assert_array_equal(predict(reused, x, views, 4, centre=RecordingModel().predict(x, 4, 0)), probs)
     assert len(reused.seen) == 9 and not any(np.array_equal(v, x) for v in reused.seen)
     single = RecordingModel()
-    np.testing.assert_array_equal(predict(single, x, replace(cfg, test_time_augmentation=False), 4),
+    np.testing.assert_array_equal(predict(single, x, [(0, 0, False)], 4),
                                   RecordingModel().predict(x, 4, 0))
     assert len(single.seen) == 1
-    np.testing.assert_array_equal(predict(single, x, replace(cfg, test_time_augmentation=False), 4, centre=probs),
+    np.testing.assert_array_equal(predict(single, x, [(0, 0, False)], 4, centre=probs),
                                   probs)
     assert len(single.seen) == 1

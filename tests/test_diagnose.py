@@ -3,14 +3,14 @@ import json
 import pandas as pd
 import yaml
 
-from stages.diagnose import notebook_config
-from stages.params import load_params
+from classic_cnns.diagnostics import notebook_config, notebook_overrides
+from classic_cnns.params import load_params
 from tests.conftest import ROOT, stage
 
 
 def test_the_notebook_recipe_is_the_models_defaults_plus_its_settings():
     params = load_params(ROOT / "params.yaml")
-    nb = notebook_config(params, params.model("alexnet"))
+    nb = notebook_config(params.diagnose.notebook, params.model("alexnet"))
     assert (nb.optimizer, nb.learning_rate, nb.batch_size, nb.input_scaling) == ("adam", 0.001, 64, "unit")
     assert (nb.schedule, nb.augment_flip, nb.augment_cutout, nb.label_smoothing, nb.batch_norm) == (
         "constant", False, 0, 0.0, False)
@@ -37,3 +37,18 @@ def test_diagnose_measures_both_recipes(project):
     assert nb["settings"]["input_scaling"] == "unit" and nb["steps"] == 6
     assert set(nb["dead_fraction"]) == relu_layers
     assert summary["ln_classes"] > 2.30
+
+
+def test_the_notebook_experiment_sets_exactly_the_notebook_recipe():
+    """experiments/notebook-alexnet.sh takes its -S arguments from the one spelling in params.yaml."""
+    params = load_params(ROOT / "params.yaml")
+    cfg = params.model("alexnet")
+    args = notebook_overrides(params.diagnose.notebook, "alexnet", cfg)
+    assert "-S models.alexnet.optimizer=adam" in args and "-S models.alexnet.input_scaling=unit" in args
+    assert "-S models.alexnet.augment_cutout=0" in args and "-S models.alexnet.mixed_precision=false" in args
+    assert not [a for a in args if a.endswith("=None")]
+    changed = dict(a[3:].split("=", 1) for a in args)
+    applied = {k.split(".")[-1]: v for k, v in changed.items()}
+    nb = notebook_config(params.diagnose.notebook, cfg)
+    for field, value in applied.items():
+        assert str(getattr(nb, field)).lower() == value.lower()

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from stages import download as dl
+from classic_cnns import download as dl
+from classic_cnns.datasets import REGISTRY
 from tests.conftest import stage, write_spec
 
 
@@ -20,7 +21,7 @@ def test_official_files_come_from_an_http_mirror_with_checksums(spec, serve, tmp
     mirror, sums = spec
     monkeypatch.setenv("DATA_MIRROR", serve(mirror))  # files sit under mnist/ there
     out = tmp_path / "raw" / "mnist"
-    provenance = dl.download("mnist", "official", out)
+    provenance = dl.download(REGISTRY["mnist"], "official", out)
     assert provenance["official"] is True
     assert provenance["files"] == sums["mnist"]
     for name, sha in sums["mnist"].items():
@@ -33,7 +34,7 @@ def test_a_local_folder_works_as_the_mirror(spec, tmp_path, monkeypatch):
     mirror, sums = spec
     monkeypatch.setenv("DATA_MIRROR", str(mirror / "cifar10"))  # flat layout
     out = tmp_path / "raw" / "cifar10"
-    assert dl.download("cifar10", "official", out)["files"] == sums["cifar10"]
+    assert dl.download(REGISTRY["cifar10"], "official", out)["files"] == sums["cifar10"]
 
 
 def test_checksum_mismatch_names_file_url_and_both_checksums_and_leaves_nothing(spec, serve, tmp_path, monkeypatch):
@@ -48,7 +49,7 @@ def test_checksum_mismatch_names_file_url_and_both_checksums_and_leaves_nothing(
     monkeypatch.setenv("DATA_MIRROR", url)
     out = tmp_path / "raw" / "mnist"
     with pytest.raises(dl.DownloadError) as err:
-        dl.download("mnist", "official", out)
+        dl.download(REGISTRY["mnist"], "official", out)
     message = str(err.value)
     assert "t10k-labels-idx1-ubyte.gz" in message
     assert f"{url}mnist/t10k-labels-idx1-ubyte.gz" in message
@@ -61,7 +62,7 @@ def test_checksum_mismatch_names_file_url_and_both_checksums_and_leaves_nothing(
 def test_unreachable_sources_are_all_named(spec, tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_MIRROR", "http://127.0.0.1:9/mirror/")  # the discard port: refused
     with pytest.raises(dl.DownloadError) as err:
-        dl.download("cifar10", "official", tmp_path / "raw" / "cifar10")
+        dl.download(REGISTRY["cifar10"], "official", tmp_path / "raw" / "cifar10")
     message = str(err.value)
     assert "http://127.0.0.1:9/mirror/cifar-10-python.tar.gz" in message
     assert "http://127.0.0.1:9/mirror/cifar10/cifar-10-python.tar.gz" in message
@@ -73,7 +74,7 @@ def test_missing_file_in_a_folder_mirror_falls_through_to_the_next_url(spec, ser
     mirror, sums = spec
     monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "empty"))
     monkeypatch.setenv(dl.SPEC_OVERRIDE_ENV, str(write_spec(tmp_path / "s.json", sums, [serve(mirror / "mnist")])))
-    assert dl.download("mnist", "official", tmp_path / "raw" / "mnist")["official"]
+    assert dl.download(REGISTRY["mnist"], "official", tmp_path / "raw" / "mnist")["official"]
 
 
 def test_local_npz_copy_is_recorded_as_non_official(tmp_path, serve):
@@ -85,7 +86,7 @@ def test_local_npz_copy_is_recorded_as_non_official(tmp_path, serve):
     sha = hashlib.sha256(copy.read_bytes()).hexdigest()
     for source in (str(copy), serve(copy.parent) + "stand-in.npz"):
         out = tmp_path / "raw" / source[-20:].replace("/", "_") / "cifar10"
-        provenance = dl.download("cifar10", source, out)
+        provenance = dl.download(REGISTRY["cifar10"], source, out)
         assert provenance == {"dataset": "cifar10", "title": "CIFAR-10 (non-official local copy)",
                               "official": False, "source": source, "files": {"cifar10.npz": sha}}
         assert (out / "cifar10.npz").read_bytes() == copy.read_bytes()
@@ -96,7 +97,7 @@ def test_a_local_copy_without_the_keras_keys_is_refused(tmp_path):
     np.savez(copy, images=np.zeros((2, 32, 32, 3), np.uint8))
     out = tmp_path / "raw" / "cifar10"
     with pytest.raises(dl.DownloadError, match="lacks x_train, y_train, x_test, y_test"):
-        dl.download("cifar10", str(copy), out)
+        dl.download(REGISTRY["cifar10"], str(copy), out)
     assert not out.exists()
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.evaluate import confusion_matrix, per_class_scores
+from classic_cnns.evaluation import confusion_matrix, per_class_scores
 
 
 def test_confusion_matrix_rows_are_actual_columns_predicted():

@@ -5,8 +5,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from stages.formats import FormatError, read_cifar10, read_idx, read_mnist
-from stages.prepare import to_nhwc32
+from classic_cnns.formats import FormatError, read_cifar10, read_idx, read_mnist
+from classic_cnns.datasets import REGISTRY, check
 from tests.conftest import cifar_archive, idx_bytes, write_mnist
 
 
@@ -28,7 +28,8 @@ def test_mnist_files_read_and_pad_to_32(tmp_path):
     write_mnist(tmp_path, n_train=30, n_test=10)
     x_train, y_train, x_test, y_test = read_mnist(tmp_path)
     assert x_train.shape == (30, 28, 28) and y_train.shape == (30,)
-    padded = to_nhwc32(x_train)
+    padded, labels = check(REGISTRY["mnist"], x_train, y_train, "train")
+    assert labels.dtype == np.uint8
     assert padded.shape == (30, 32, 32, 1)
     assert padded[:, :2].max() == 0 and padded[:, -2:].max() == 0
     np.testing.assert_array_equal(padded[:, 2:30, 2:30, 0], x_train)

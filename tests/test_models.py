@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from stages.models import build
-from stages.models import layer_table
+from classic_cnns.models import build
+from classic_cnns.models import layer_table
 
 
 def test_lenet5_has_the_papers_shapes_and_61706_parameters():

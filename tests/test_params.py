@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from stages.params import ParamsError, load_params
+from classic_cnns.params import ParamsError, flatten, load_params
 from tests.conftest import ROOT, stage
 
 
@@ -17,9 +17,10 @@ def test_the_shipped_params_are_valid():
     params = load_params(ROOT / "params.yaml")
     assert params.model("lenet5").dataset == "mnist"
     assert params.model("alexnet").dataset == "cifar10"
-    flat = params.as_flat_dict()
+    flat = flatten(params.models, "models")
     assert flat["models.lenet5.learning_rate"] == params.model("lenet5").learning_rate
-    assert flat["data.cifar10.source"] == "official"
+    assert flatten(params.data, "data")["data.cifar10.source"] == "official"
+    assert params.evaluate.test_time_augmentation == {"lenet5": False, "alexnet": True}
 
 
 @pytest.mark.parametrize("mutate, key, words", [
@@ -29,7 +30,15 @@ def test_the_shipped_params_are_valid():
     (lambda p: p["models"]["alexnet"].update(epochs=2.5), "models.alexnet.epochs", "whole number"),
     (lambda p: p["models"]["lenet5"].update(learning_rate=-1), "models.lenet5.learning_rate", ">="),
     (lambda p: p["models"]["lenet5"].update(optimizer="adamw2"), "models.lenet5.optimizer", "one of"),
-    (lambda p: p["models"]["lenet5"].update(dataset="imagenet"), "models.lenet5.dataset", "one of"),
+    (lambda p: p["models"]["lenet5"].update(dataset="imagenet"), "models.lenet5.dataset", "entry of 'data'"),
+    (lambda p: p["evaluate"]["test_time_augmentation"].pop("lenet5"), "evaluate.test_time_augmentation.lenet5",
+     "add true or false for each model"),
+    (lambda p: p["evaluate"]["test_time_augmentation"].update(vgg=True), "evaluate.test_time_augmentation.vgg",
+     "names no entry of 'models'"),
+    (lambda p: p["data"].update(shapes={"source": "data/external/s.npz"}), "data.shapes", "declare title, classes, image_shape"),
+    (lambda p: p["data"].update(shapes={"source": "official", "title": "S", "classes": ["a", "b"],
+                                        "image_shape": [8, 8, 1]}), "data.shapes", "not a dataset the pipeline knows"),
+    (lambda p: p["models"]["lenet5"].update(learning_rate="1e-3"), "models.lenet5.learning_rate", "must be a number"),
     (lambda p: p["prepare"].update(val_size=0), "prepare.val_size", ">="),
     (lambda p: p["models"]["lenet5"].pop("architecture"), "models.lenet5.architecture", "missing"),
     (lambda p: p["data"]["mnist"].update(source=""), "data.mnist.source", "non-empty"),
@@ -50,3 +59,32 @@ def test_a_stage_with_bad_params_fails_before_any_work(project):
     assert result.returncode == 2
     assert "'data.mnist.sorce' is not a known key" in result.stderr
     assert not (project / "data").exists()
+
+
+def declared_keys() -> set[str]:
+    """Every params key a stage of dvc.yaml or ablations/dvc.yaml declares, foreach/matrix expanded."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = set()
+    for path in ("dvc.yaml", "ablations/dvc.yaml"):
+        for stage in yaml.safe_load((ROOT / path).read_text())["stages"].values():
+            body = stage.get("do", stage)
+            names = list(raw[stage["foreach"][2:-1]]) if "foreach" in stage else [None]
+            variants = list(raw["ablations"]["variants"]) if "matrix" in stage else [None]
+            for key in body.get("params", []):
+                for name in names:
+                    for variant in variants:
+                        k = key.replace("${key}", str(name)).replace("${item.variant}", str(variant))
+                        keys.add(k.replace("${diagnose.model}", raw["diagnose"]["model"]))
+    return keys
+
+
+def test_every_knob_of_params_yaml_is_declared_by_a_stage():
+    """A knob no stage declares would change nothing DVC sees: `dvc repro` would not rerun anything."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    leaves = sorted(flatten(raw))
+    declared = declared_keys()
+    undeclared = [leaf for leaf in leaves if not any(leaf == k or leaf.startswith(k + ".") for k in declared)]
+    assert not undeclared, undeclared
+    # and evaluation-only knobs are not training's: switching them leaves the trainings alone
+    train = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["params"]
+    assert not any(k.startswith("evaluate") for k in train)

@@ -14,8 +14,13 @@ import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
 
-from stages.tracking import project_root
-from tests.conftest import run
+from classic_cnns.params import TRACE_ENV
+from classic_cnns.tracking import project_root
+from tests.conftest import ROOT, assert_stages_declare_what_they_read, run
+
+# The README's `dvc exp show` line: the knobs and results people compare, in 200 columns.
+EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
+            r"Experiment|Created|test_accuracy$|test_loss$|\.epochs$|\.learning_rate$|\.source$"]
 
 STAGE_OUTPUTS = [
     "data/raw/mnist/provenance.json", "data/raw/cifar10/cifar-10-python.tar.gz",
@@ -41,19 +46,34 @@ def runs_by_name(root):
     return client, grouped
 
 
-def test_dvc_repro_end_to_end(project):
+def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch):
+    monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace"))
     first = run(["dvc", "repro"], project)
-    assert ran(first.stdout) == {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10",
-                                 "train@lenet5", "train@alexnet", "evaluate@lenet5", "evaluate@alexnet",
-                                 "diagnose", "report"}
+    everything = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10", "train@lenet5",
+                  "train@alexnet", "evaluate@lenet5", "evaluate@alexnet", "diagnose", "report"}
+    assert ran(first.stdout) == everything
+    # each stage declares exactly the params it reads, so a knob makes stale exactly its readers
+    assert assert_stages_declare_what_they_read(project / "dvc.lock", tmp_path / "trace") == everything
+    assert "E0000" not in first.stdout + first.stderr  # no framework noise: the stages' own lines
+    assert "lenet5 epoch 1/1: accuracy" in first.stdout
+
+    # DVC's views fit a terminal: scalar metrics only; the README's exp show line in 200 columns
+    shown = run(["dvc", "metrics", "show"], project).stdout
+    assert "test_accuracy" in shown and "epoch_seconds" not in shown
+    assert max(map(len, shown.splitlines())) <= 120, shown
+    table = run(EXP_SHOW, project, env={"COLUMNS": "200"}).stdout
+    assert "test_accuracy" in table and "models.lenet5.epochs" in table
+    assert max(map(len, table.splitlines())) <= 200, table
+    assert_plots_render_offline(project)
     for rel in STAGE_OUTPUTS:
         assert (project / rel).exists(), rel
 
     metrics = {m: json.loads((project / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
-    for m in metrics.values():
+    details = {m: json.loads((project / f"reports/{m}/evaluation.json").read_text()) for m in ("lenet5", "alexnet")}
+    for m, d in zip(metrics.values(), details.values()):
         assert 0.0 <= m["test_accuracy"] <= 1.0
-        assert m["test_images"] == 80
-    assert metrics["lenet5"]["test_views"] == 1 and metrics["alexnet"]["test_views"] == 10
+        assert d["test_images"] == 80
+    assert details["lenet5"]["test_views"] == 1 and details["alexnet"]["test_views"] == 10
     assert metrics["lenet5"]["test_accuracy_single_view"] == metrics["lenet5"]["test_accuracy"]
 
     client, runs = runs_by_name(project)
@@ -97,6 +117,7 @@ def test_dvc_repro_end_to_end(project):
         model = registered.split("-")[0]
         assert version.tags["test_accuracy"] == f"{metrics[model]['test_accuracy']:.4f}"
         assert version.run_id == runs[registered][0].info.run_id
+        assert client.get_model_version_by_alias(registered, "champion").version == version.version
     (report_run,) = runs["report"]
     assert {a.path for a in client.list_artifacts(report_run.info.run_id, "report")} >= {
         "report/report.md", "report/report.html", "report/figures"}
@@ -120,6 +141,18 @@ def test_dvc_repro_end_to_end(project):
     assert len(client.get_metric_history(newest.info.run_id, "val_accuracy")) == 2
     assert newest.data.metrics["test_accuracy"] == json.loads(
         (project / "reports/lenet5/metrics.json").read_text())["test_accuracy"]
+    assert client.get_model_version_by_alias("lenet5-mnist", "champion").version == "2"
+
+    # an experiment's evaluation registers a version, but the champion stays the workspace's model
+    run([sys.executable, "-m", "stages.evaluate", "lenet5"], project, env={"DVC_EXP_NAME": "quick"})
+    versions = client.search_model_versions("name='lenet5-mnist'")
+    assert len(versions) == 3 and client.get_model_version_by_alias("lenet5-mnist", "champion").version == "2"
+    assert {v.version: v.tags.get("dvc_exp_name") for v in versions}["3"] == "quick"
+
+    # an evaluation-only knob makes stale exactly the evaluation and what reads it
+    params["evaluate"]["test_time_augmentation"]["alexnet"] = False
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(run(["dvc", "repro"], project).stdout) == {"evaluate@alexnet", "report"}
 
 
 def test_temp_experiments_log_to_the_projects_store(tmp_path, monkeypatch):
@@ -164,3 +197,16 @@ def query_mlflow_server(root) -> dict[str, set[str]]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def assert_plots_render_offline(root):
+    """`dvc plots show` writes a page whose scripts are the local Vega files `npm ci` installs."""
+    assert (ROOT / "node_modules").is_dir(), "run `npm ci` first: the offline plots page needs node_modules/"
+    (root / "node_modules").symlink_to(ROOT / "node_modules")
+    run(["dvc", "plots", "show"], root)
+    page = (root / "dvc_plots/index.html").read_text()
+    local = re.findall(r'<script src="(\.\./node_modules/[^"]+)"', page)
+    assert len(local) == 3 and "vegaEmbed('#" in page
+    for script in local:
+        assert (root / "dvc_plots" / script).resolve().stat().st_size > 10_000, script
+    assert page.index(local[0]) < page.index("cdn.jsdelivr")  # the CDN only where they are missing

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from stages import report
-from stages.models import build, layer_table
-from stages.params import load_params
+from classic_cnns.models import build, layer_table
+from classic_cnns.params import load_params
 from tests.conftest import ROOT
 
 CLASSES = {"mnist": [str(i) for i in range(10)],
@@ -44,8 +44,9 @@ def write_fixture_outputs(root, accuracies):
             "train_seconds": 12.5, "epochs": 2, "train_images_per_second": 160.0, "final_train_accuracy": 0.8,
             "final_val_accuracy": 0.75, "parameters": model.count_params(), "device": "CPU: fixture"}))
         (out / "metrics.json").write_text(json.dumps({
-            "test_accuracy": accuracies[name], "test_loss": 0.5, "test_macro_f1": 0.7, "test_images": 40,
-            "inference_images_per_second": 1000.0, "inference_batch_size": 64, "latency_ms_per_image": 1.5,
+            "test_accuracy": accuracies[name], "test_loss": 0.5, "test_macro_f1": 0.7}))
+        (out / "evaluation.json").write_text(json.dumps({
+            "test_images": 40, "inference_images_per_second": 1000.0, "inference_batch_size": 64, "latency_ms_per_image": 1.5,
             "model_size_mb": 3.0}))
         classes = CLASSES[cfg.dataset]
         predicted = y_test.copy()
@@ -84,6 +85,19 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     html = (fixture_root / "reports/report.html").read_text()
     assert html.count("data:image/png;base64,") == len(images)
     assert "<img" in html and "src='figures/" not in html  # self-contained
+    # Markdown is rendered, not shown raw; classes are named as the data names them
+    assert "<em>Data provenance</em>" in html and "*Data provenance*" not in html
+    assert "<code>dvc repro ablations/dvc.yaml</code>" in html and "`" not in html
+    assert "| 0 | 0.900 | 0.800 | 0.850 | 4 |" in md and "| 0.0 |" not in md
+    assert "| airplane | 0.900 |" in md
+    # each heading names model and dataset once
+    assert "## LeNet-5 on mnist fixture" in md and "## AlexNet on cifar10 fixture" in md
+    assert "lenet5: lenet5" not in md
+    # AlexNet for ImageNet, from built models, beside the trained adaptation
+    assert "## AlexNet for ImageNet and for 32x32 images" in md
+    assert "60,965,224 parameters" in md and "25,678,184 parameters" in md
+    assert "| pool3 | 6x6x256, 0 | 1x1x256, 0 | 1x1x256, 0 |" in md
+    assert "/copies/" not in md  # a local copy is named by its sha256, not a machine's path
 
     # change a metric, the report changes with it
     metrics = json.loads((fixture_root / "reports/alexnet/metrics.json").read_text())

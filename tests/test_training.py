@@ -9,9 +9,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from stages.params import load_params
-from stages.augment import epoch_data
-from stages.train import KILL_AFTER_EPOCH_ENV, KILL_SIGNAL_ENV, TrainingFailed, check_learning
+from classic_cnns.params import load_params
+from classic_cnns.augment import epoch_data
+from classic_cnns.checkpoint import KILL_AFTER_EPOCH_ENV, KILL_SIGNAL_ENV
+from classic_cnns.health import TrainingFailed, check_learning
 from tests.conftest import ROOT, run, stage
 
 
@@ -46,15 +47,15 @@ def test_check_learning_flags_a_loss_stuck_at_ln_classes():
     params = load_params(ROOT / "params.yaml")
     stuck = {"loss": math.log(10) + 0.01, "accuracy": 0.1, "val_loss": 2.3, "val_accuracy": 0.1}
     due = params.health.check_after_epochs
-    check_learning("alexnet", due - 1, stuck, params, 10)  # too early to judge
+    check_learning("alexnet", due - 1, stuck, params.health, 10)  # too early to judge
     with pytest.raises(TrainingFailed) as err:
-        check_learning("alexnet", due, stuck, params, 10)
+        check_learning("alexnet", due, stuck, params.health, 10)
     message = str(err.value)
     assert err.value.reason == "did not learn" and err.value.epoch == due
     for words in ("alexnet", f"epoch {due}", "2.3126", "ln(10) = 2.3026", "models.alexnet.learning_rate",
                   "models.alexnet.input_scaling: standardize"):
         assert words in message
-    check_learning("alexnet", due, {**stuck, "loss": 1.9, "accuracy": 0.3}, params, 10)
+    check_learning("alexnet", due, {**stuck, "loss": 1.9, "accuracy": 0.3}, params.health, 10)
 
 
 def test_epoch_data_depends_only_on_seed_and_epoch_and_augments():

@@ -1,12 +1,5 @@
-"""Stage `cell` of ablations/dvc.yaml: train and evaluate one variant of the claims grid, one seed.
-
-    python -m stages.ablate alexnet-tanh 2
-
-The variant's recipe is its base `models` entry with the variant's changes and the grid's budget
-(params.yaml `ablations`); the seed picks the weights, the batch order and the training subset.
-Writes ablations/results/<variant>-seed<seed>.json: per-epoch history and the measures the claims
-table compares (test accuracy, learning speed, generalisation gap). Logged to MLflow as a child of
-the grid's parent run, tagged with its variant and the claims it serves.
+"""The claims grid (ablations/dvc.yaml): one cell is one variant trained with one seed at the
+grid's budget, then scored like any evaluation; its MLflow run is a child of the grid's parent run.
 
 A run that diverges or does not learn is a result here, not an error: it is recorded with its
 outcome (and its MLflow run marked FAILED with the reason), and the grid goes on.
@@ -17,17 +10,16 @@ import dataclasses
 import json
 import math
 import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from stages import environment, tracking
-from stages.augment import epoch_data
-from stages.params import Params, load_or_exit
-from stages.train import TrainingFailed, build_compiled, check_learning, load_split, \
-    seed_everything, stop_on_non_finite_loss
+from classic_cnns import environment, evaluation, loop, tracking
+from classic_cnns.checkpoint import fingerprint
+from classic_cnns.claims import CLAIMS
+from classic_cnns.data import load_split
+from classic_cnns.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
+from classic_cnns.recipe import build_compiled, seed_everything
 
 RESULTS_DIR = Path("ablations/results")
 PARENT_TAG = "ablation_grid"
@@ -37,21 +29,19 @@ def result_path(variant: str, seed: int) -> Path:
     return RESULTS_DIR / f"{variant}-seed{seed}.json"
 
 
-def budget(params: Params) -> dict:
+def budget(params) -> dict:
     a = params.ablations
     return {"epochs": a.epochs, "train_limit": a.train_limit, "val_limit": a.val_limit, "test_limit": a.test_limit}
 
 
-def grid_id(params: Params) -> str:
+def grid_id(params) -> str:
     """What makes results comparable: the budget and the base recipes (not the list of variants
     or seeds, so adding one keeps the same parent run)."""
-    from stages.checkpoint import fingerprint
-
     return fingerprint(budget(params), {k: dataclasses.asdict(v) for k, v in params.models.items()},
-                       dataclasses.asdict(params.prepare), dataclasses.asdict(params.data))[:16]
+                       dataclasses.asdict(params.prepare), {k: dataclasses.asdict(v) for k, v in params.data.items()})[:16]
 
 
-def parent_run_id(params: Params) -> str:
+def parent_run_id(params) -> str:
     """The grid's parent run: found by its tag, created by the first cell that needs it."""
     import mlflow
 
@@ -72,14 +62,13 @@ def parent_run_id(params: Params) -> str:
     return run.info.run_id
 
 
-def subset(arrays: dict, params: Params, seed: int) -> dict[str, np.ndarray]:
+def subset(arrays: dict, budget: dict, seed: int) -> dict[str, np.ndarray]:
     """The budget's images: a seeded training subset; the first val_limit/test_limit of the others."""
-    a = params.ablations
     x, y = arrays["x_train"], arrays["y_train"]
-    if a.train_limit and a.train_limit < len(x):
-        keep = np.sort(np.random.default_rng([seed, 1]).choice(len(x), a.train_limit, replace=False))
+    if budget["train_limit"] and budget["train_limit"] < len(x):
+        keep = np.sort(np.random.default_rng([seed, 1]).choice(len(x), budget["train_limit"], replace=False))
         x, y = x[keep], y[keep]
-    val, test = a.val_limit or None, a.test_limit or None
+    val, test = budget["val_limit"] or None, budget["test_limit"] or None
     return {"x_train": x, "y_train": y, "x_val": arrays["x_val"][:val], "y_val": arrays["y_val"][:val],
             "x_test": arrays["x_test"][:test], "y_test": arrays["y_test"][:test]}
 
@@ -101,24 +90,21 @@ def measures(history: dict[str, list[float]], epochs: int, train_accuracy: float
 
 
 def claim_groups(variant: str) -> list[str]:
-    from stages.claims import CLAIMS
-
     return sorted({c.group for c in CLAIMS if variant in c.contrast})
 
 
-def run_cell(params: Params, variant: str, seed: int) -> dict:
+def run_cell(params, variant: str, seed: int) -> dict:
+    """Train and score one cell; write its result file; log it as a child of the grid's run."""
     import keras
     import mlflow
 
     cfg = params.ablations.model(params, variant)
     seed_everything(seed)
     arrays, meta = load_split(cfg.dataset)
-    data = subset(arrays, params, seed)
+    data = subset(arrays, budget(params), seed)
     classes = len(meta["classes"])
     onehot = lambda y: keras.utils.to_categorical(y, classes)  # noqa: E731
-    x_val, y_val = data["x_val"].astype("float32"), onehot(data["y_val"])
-    steps_per_epoch = math.ceil(len(data["x_train"]) / cfg.batch_size)
-    model = build_compiled(cfg, meta, steps_per_epoch)
+    model = build_compiled(cfg, meta, math.ceil(len(data["x_train"]) / cfg.batch_size))
     name = f"{variant} (seed {seed})"
     print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(data['x_train'])} training "
           f"images, {cfg.epochs} epochs, {model.count_params():,} parameters", flush=True)
@@ -127,43 +113,31 @@ def run_cell(params: Params, variant: str, seed: int) -> dict:
     run = mlflow.start_run(run_name=f"{variant}-seed{seed}", tags={
         "mlflow.parentRunId": parent, "ablation_variant": variant, "ablation_groups": ",".join(claim_groups(variant)),
         "ablation_seed": str(seed), **tracking.run_tags(), **environment.describe(),
-        "architecture": cfg.architecture, "dataset": cfg.dataset,
-        "dataset_official": str(meta["provenance"]["official"]).lower()})
+        "architecture": cfg.architecture, **tracking.dataset_tags(meta)})
     mlflow.log_params({**{f"model.{k}": v for k, v in dataclasses.asdict(cfg).items()},
                        **{f"ablations.{k}": v for k, v in budget(params).items()}, "seed": seed})
-    history: dict[str, list[float]] = {}
-    outcome, seconds = "learned", 0.0
+    progress = loop.Progress(name, cfg.epochs)
+    outcome = "learned"
     try:
-        for epoch in range(cfg.epochs):
-            x_epoch, y_epoch = epoch_data(data["x_train"], onehot(data["y_train"]), cfg, seed, epoch)
-            started = time.perf_counter()
-            try:
-                fit = model.fit(x_epoch, y_epoch, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
-                                validation_data=(x_val, y_val), shuffle=False, verbose=0,
-                                callbacks=[stop_on_non_finite_loss(variant)])
-                epoch_seconds = time.perf_counter() - started
-                seconds += epoch_seconds
-                logs = {k: float(v[-1]) for k, v in fit.history.items()}
-                for k, v in logs.items():
-                    history.setdefault(k, []).append(v)
-                mlflow.log_metrics(logs, step=epoch + 1)
-                print(f"{name} epoch {epoch + 1}: loss {logs['loss']:.4f} val_accuracy {logs['val_accuracy']:.4f} "
-                      f"({epoch_seconds:.1f} s)", flush=True)
-                check_learning(variant, epoch + 1, logs, params, classes)
-            except TrainingFailed as failure:
-                outcome = failure.reason
-                mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch)})
-                print(f"{name}: {failure} -- recorded as this cell's outcome", flush=True)
-                break
+        try:
+            loop.train_epochs(model, data["x_train"], onehot(data["y_train"]), cfg, seed,
+                              (data["x_val"].astype("float32"), onehot(data["y_val"])), progress_bar=False,
+                              callbacks=[StopOnNonFiniteLoss(variant), progress, tracking.EpochLogger(progress),
+                                         LearningCheck(variant, params.health, classes)])
+        except TrainingFailed as failure:
+            outcome = failure.reason
+            mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch)})
+            print(f"{name}: {failure} -- recorded as this cell's outcome", flush=True)
         batch = params.evaluate.batch_size
-        test = dict(zip(["loss", "accuracy"], model.evaluate(
-            data["x_test"].astype("float32"), onehot(data["y_test"]), batch_size=batch, verbose=0)))
-        _, train_accuracy = model.evaluate(data["x_train"].astype("float32"), onehot(data["y_train"]),
-                                           batch_size=batch, verbose=0)
+        test = evaluation.accuracy_and_loss(model.predict(data["x_test"].astype("float32"), batch_size=batch,
+                                                          verbose=0), data["y_test"])
+        train = evaluation.accuracy_and_loss(model.predict(data["x_train"].astype("float32"), batch_size=batch,
+                                                           verbose=0), data["y_train"])
+        history = {k: v for k, v in progress.history.items() if k != "epoch_seconds"}
         result = {
-            "variant": variant, "seed": seed, "outcome": outcome, "epochs_run": len(history.get("loss", [])),
-            **measures(history, cfg.epochs, float(train_accuracy), {k: float(v) for k, v in test.items()}),
-            "train_seconds": round(seconds, 2), "parameters": int(model.count_params()),
+            "variant": variant, "seed": seed, "outcome": outcome, "epochs_run": progress.epochs,
+            **measures(history, cfg.epochs, train["accuracy"], test),
+            "train_seconds": round(progress.seconds, 2), "parameters": int(model.count_params()),
             "train_images": len(data["x_train"]), "test_images": len(data["x_test"]),
             "dataset_official": meta["provenance"]["official"], "dataset_title": meta["provenance"]["title"],
             "device": environment.device(), "mlflow_run_id": run.info.run_id,
@@ -175,7 +149,7 @@ def run_cell(params: Params, variant: str, seed: int) -> dict:
         mlflow.end_run(status=tracking.interrupted_status(exc))
         raise
     mlflow.end_run(status="FINISHED" if outcome == "learned" else "FAILED")
-    print(f"{name}: {outcome}; test accuracy {result['test_accuracy']:.4f}, {seconds:.0f} s", flush=True)
+    print(f"{name}: {outcome}; test accuracy {result['test_accuracy']:.4f}, {progress.seconds:.0f} s", flush=True)
     return result
 
 
@@ -186,17 +160,33 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str]) -> int:
-    tracking.end_runs_on_sigterm()
-    params = load_or_exit()
-    a = params.ablations
-    if len(argv) != 2 or argv[0] not in a.variants or not argv[1].lstrip("-").isdigit() or int(argv[1]) not in a.seeds:
-        print(f"usage: python -m stages.ablate VARIANT SEED\n  VARIANT: {', '.join(a.variants)}\n"
-              f"  SEED: {', '.join(map(str, a.seeds))} (params.yaml ablations)", file=sys.stderr)
-        return 2
-    run_cell(params, argv[0], int(argv[1]))
-    return 0
+def load_cells(params):
+    """One row per (variant, seed) of params.yaml's grid; a missing result is an error naming the stage."""
+    import pandas as pd
+
+    rows, missing = [], []
+    for variant in params.ablations.variants:
+        for seed in params.ablations.seeds:
+            path = result_path(variant, seed)
+            if not path.exists():
+                missing.append(f"cell@{variant}-{seed}")
+                continue
+            rows.append({k: v for k, v in json.loads(path.read_text()).items() if k != "history"})
+    if missing:
+        raise FileNotFoundError(f"no results for {', '.join(missing)}: run `dvc repro ablations/dvc.yaml`")
+    return pd.DataFrame(rows)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def log_claims(params, table, files: list[Path]) -> None:
+    """The claims files as artifacts of the grid's parent run, a tag per verdict; the run finishes."""
+    import mlflow
+
+    parent = parent_run_id(params)
+    client = mlflow.MlflowClient()
+    for path in files:
+        client.log_artifact(parent, str(path), artifact_path="claims")
+    for i, r in enumerate(table.itertuples()):
+        client.set_tag(parent, f"claim.{i + 1}.{r.group}", f"{r.verdict}: {100 * r.difference:+.1f} points "
+                                                          f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]")
+    client.set_terminated(parent, status="FINISHED")
+    print(f"claims logged to MLflow run {parent}")

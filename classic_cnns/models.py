@@ -5,13 +5,15 @@ Each model takes raw pixels (0..255, float32) and normalises them itself with th
 statistics, so the saved model works on images as they come. The layer stacks are the reference
 notebook's; `batch_norm` and `kernel_initializer` are explicit additions, off by default.
 `activation`, `pooling`, `dropout` and `first_kernel` default to each architecture's own (see
-DEFAULTS); the ablation grid (stages/ablate.py) changes them one at a time.
+DEFAULTS); the claims grid (classic_cnns/grid.py) changes them one at a time.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
 
+
+TITLES = {"lenet5": "LeNet-5", "alexnet": "AlexNet"}
 
 # Each architecture's own choices, as in the notebook.
 DEFAULTS = {
@@ -89,6 +91,32 @@ def alexnet(x, num_classes: int, b: Blocks):
 ARCHITECTURES = {"lenet5": lenet5, "alexnet": alexnet}
 
 
+def alexnet_imagenet(variant: str) -> keras.Model:
+    """AlexNet for ImageNet (1000 classes), untrained, for comparing layer tables. 'notebook': the
+    reference notebook's, 224x224x3 with valid padding throughout, which shrinks the maps to 1x1x256
+    before the dense layers (25,678,184 parameters). 'krizhevsky': Krizhevsky et al. (2012),
+    227x227x3, padded convolutions 2-5 (maps 55/27/13/13/13, 6x6x256 before the dense layers) and
+    conv2, conv4 and conv5 split in two groups, one per GPU (60,965,224 parameters; its local
+    response normalisation has no weights and is left out)."""
+    same, groups = ("same", 2) if variant == "krizhevsky" else ("valid", 1)
+    side = 227 if variant == "krizhevsky" else 224
+    b = Blocks(activation="relu", pooling="max", dropout=0.5)
+    inputs = keras.Input(shape=(side, side, 3), name="pixels")
+    x = b.conv(inputs, 96, 11, "conv1", strides=4)
+    x = b.pool(x, 3, "pool1", strides=2)
+    x = b.conv(x, 256, 5, "conv2", padding=same, groups=groups)
+    x = b.pool(x, 3, "pool2", strides=2)
+    x = b.conv(x, 384, 3, "conv3", padding=same)
+    x = b.conv(x, 384, 3, "conv4", padding=same, groups=groups)
+    x = b.conv(x, 256, 3, "conv5", padding=same, groups=groups)
+    x = b.pool(x, 3, "pool3", strides=2)
+    x = layers.Flatten(name="flatten")(x)
+    x = b.drop(b.dense(x, 4096, "fc6"), "drop6")
+    x = b.drop(b.dense(x, 4096, "fc7"), "drop7")
+    outputs = layers.Dense(1000, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name=f"alexnet_imagenet_{variant}")
+
+
 def build(architecture: str, input_shape: tuple[int, int, int], mean: list[float], std: list[float],
           num_classes: int = 10, batch_norm: bool = False, kernel_initializer: str = "glorot_uniform",
           **choices) -> keras.Model:
@@ -109,7 +137,7 @@ def multiply_adds(layer) -> int:
     if isinstance(layer, layers.Conv2D):
         h, w, c_out = layer.output.shape[1:]
         kh, kw = layer.kernel_size
-        return int(h * w * c_out * kh * kw * layer.input.shape[-1])
+        return int(h * w * c_out * kh * kw * layer.input.shape[-1] // layer.groups)
     if isinstance(layer, layers.Dense):
         return int(layer.input.shape[-1] * layer.units)
     return 0

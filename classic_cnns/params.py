@@ -2,6 +2,9 @@
 
 Unknown keys, missing keys, wrong types and out-of-range values fail before any work is done,
 naming the key and what is allowed.
+
+Each stage declares in dvc.yaml exactly the params it reads; classic_cnns/paramtrace.py records
+what a stage reads, so that the tests can compare it with dvc.lock.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-DATASETS = ("mnist", "cifar10")
+from classic_cnns.paramtrace import TRACE_ENV, Section, record as _record, start_tracing  # noqa: F401
+
 ARCHITECTURES = ("lenet5", "alexnet")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -33,29 +37,29 @@ def _check(ok: bool, key: str, msg: str) -> None:
 
 
 @dataclass(frozen=True)
-class DataSource:
-    # 'official' downloads the published files; anything else is the path or http(s) URL of an
-    # .npz laid out like keras.datasets.<name>.load_data(): x_train, y_train, x_test, y_test.
+class DataSource(Section):
+    """One dataset. `source`: 'official' downloads the published files of a dataset the registry
+    knows (classic_cnns/datasets.py); anything else is the path (relative to the project) or
+    http(s) URL of an .npz laid out like keras.datasets.<name>.load_data(). A dataset the registry
+    does not know declares what it holds: title, class names, image shape (and a zero border)."""
     source: str = "official"
+    title: str | None = None  # as reports and MLflow name it; default: the registry's
+    classes: list[str] | None = None  # class names, in label order
+    image_shape: list[int] | None = None  # [height, width, channels] of the images as stored
+    pad: int | None = field(default=None, metadata={"min": 0, "max": 64})  # zero border added on each side
 
 
 @dataclass(frozen=True)
-class Data:
-    mnist: DataSource = field(default_factory=DataSource)
-    cifar10: DataSource = field(default_factory=DataSource)
-
-
-@dataclass(frozen=True)
-class Prepare:
+class Prepare(Section):
     val_size: int = field(default=5000, metadata={"min": 1})
     train_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole training split
     test_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole test set
 
 
 @dataclass(frozen=True)
-class Model:
+class Model(Section):
     architecture: str = field(metadata={"choices": ARCHITECTURES})
-    dataset: str = field(metadata={"choices": DATASETS})
+    dataset: str  # an entry of `data`
     # Optimisation
     optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
     learning_rate: float = field(default=1e-3, metadata={"min": 1e-8, "max": 10.0})  # peak rate
@@ -73,9 +77,6 @@ class Model:
     augment_crop_padding: int = field(default=0, metadata={"min": 0, "max": 16})
     augment_flip: bool = False
     augment_cutout: int = field(default=0, metadata={"min": 0, "max": 64})  # square side, 0 = off
-    # Evaluation: average the predictions over the centre, four shifted corners and (if flipped in
-    # training) their mirrors, as AlexNet did; training is unchanged
-    test_time_augmentation: bool = False
     # Inputs: standardize = (x - mean) / std per channel from the training split; unit = x / 255
     # (the reference notebook's); none = raw 0..255 pixels
     input_scaling: str = field(default="standardize", metadata={"choices": INPUT_SCALINGS})
@@ -94,7 +95,7 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Health:
+class Health(Section):
     """A run whose training loss stays within loss_margin of ln(classes) with accuracy within
     accuracy_margin of chance after check_after_epochs epochs did not learn; it is stopped."""
     check_after_epochs: int = field(default=2, metadata={"min": 1})
@@ -103,7 +104,7 @@ class Health:
 
 
 @dataclass(frozen=True)
-class NotebookRecipe:
+class NotebookRecipe(Section):
     """The reference notebook's training settings; everything else as Model's defaults."""
     optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
     learning_rate: float = field(default=1e-3, metadata={"min": 1e-8, "max": 10.0})
@@ -112,7 +113,7 @@ class NotebookRecipe:
 
 
 @dataclass(frozen=True)
-class Diagnose:
+class Diagnose(Section):
     """Replays the first `steps` training steps of `model` with its own recipe and with the
     notebook's, measuring every `every` steps on `probe_images` validation images."""
     model: str = "alexnet"
@@ -123,46 +124,57 @@ class Diagnose:
 
 
 @dataclass(frozen=True)
-class Ablations:
+class Ablations(Section):
     """The claims grid (ablations/dvc.yaml): each variant is a models entry (`base`) with some
     knobs changed, trained once per seed at this budget (epochs, training/validation/test images)
     and scored on single test views."""
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"min": 0})
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"min": 0, "unique": True})
     epochs: int = field(default=8, metadata={"min": 1, "max": 10000})
     train_limit: int = field(default=7000, metadata={"min": 0})  # 0 = the whole training split
     val_limit: int = field(default=2000, metadata={"min": 0})  # 0 = the whole validation split
     test_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole test set
     variants: dict[str, dict] = field(default_factory=dict)
 
+    def changes(self, variant: str) -> dict:
+        """The variant's entry as written: its base and the knobs it changes."""
+        key = f"ablations.variants.{variant}"
+        _check(variant in self.variants, key, f"is not a variant (have: {', '.join(self.variants)})")
+        for knob in self.variants[variant]:
+            _record(f"{key}.{knob}")
+        return dict(self.variants[variant])
+
     def model(self, params: "Params", variant: str) -> Model:
         """The variant's full, validated recipe: its base model's, its changes, this budget's epochs."""
         key = f"ablations.variants.{variant}"
-        _check(variant in self.variants, key, f"is not a variant (have: {', '.join(self.variants)})")
-        changes = dict(self.variants[variant])
+        changes = self.changes(variant)
         base = changes.pop("base", None)
-        for fixed in ("epochs", "test_time_augmentation"):
-            _check(fixed not in changes, f"{key}.{fixed}", "is set by the grid's budget; remove it here")
+        _check("epochs" not in changes, f"{key}.epochs", "is set by the grid's budget; remove it here")
         _check(base in params.models, f"{key}.base", f"must name an entry of 'models' ({', '.join(params.models)})")
-        # The grid scores single views: test-time augmentation would multiply its evaluation time
-        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs,
-               "test_time_augmentation": False}
-        return _build(Model, raw, key)
+        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs}
+        return _build(Model, raw, key, trace=False)
 
 
 @dataclass(frozen=True)
-class Evaluate:
+class Evaluate(Section):
     batch_size: int = field(default=512, metadata={"min": 1, "max": 65536})
+    # Per model: average the test predictions over the centre, four shifted corners and (if
+    # training flipped) their mirrors, as AlexNet did. Evaluation only: training is unchanged.
+    test_time_augmentation: dict[str, bool] = field(default_factory=dict)
+
+    def tta(self, model: str) -> bool:
+        _record(f"evaluate.test_time_augmentation.{model}")
+        return self.test_time_augmentation[model]
 
 
 @dataclass(frozen=True)
-class Mlflow:
+class Mlflow(Section):
     experiment: str = "classic-cnns"
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(Section):
     seed: int = field(metadata={"min": 0, "max": 2**31 - 1})
-    data: Data
+    data: dict[str, DataSource]
     prepare: Prepare
     models: dict[str, Model]
     health: Health
@@ -172,6 +184,21 @@ class Params:
     ablations: Ablations = field(default_factory=Ablations)
 
     def __post_init__(self):
+        from classic_cnns import datasets
+
+        for name, source in self.data.items():
+            try:
+                datasets.get(name, source)  # a dataset the registry lacks must declare its layout
+            except datasets.DatasetError as exc:
+                raise ParamsError(str(exc)) from None
+        for name, cfg in self.models.items():
+            _check(cfg.dataset in self.data, f"models.{name}.dataset",
+                   f"must name an entry of 'data' ({', '.join(self.data)}); got {cfg.dataset!r}")
+        tta = self.evaluate.test_time_augmentation
+        for name in set(self.models) ^ set(tta):
+            _check(False, f"evaluate.test_time_augmentation.{name}",
+                   "is missing: add true or false for each model" if name in self.models
+                   else "names no entry of 'models'")
         for variant in self.ablations.variants:  # a bad variant fails here, before any work
             self.ablations.model(self, variant)
 
@@ -180,23 +207,23 @@ class Params:
             raise ParamsError(f"params.yaml: no model '{name}' under 'models' (have: {', '.join(self.models)})")
         return self.models[name]
 
-    def as_flat_dict(self) -> dict[str, object]:
-        """Every knob as 'a.b.c' -> value, for MLflow."""
-        out: dict[str, object] = {}
-
-        def walk(prefix: str, value: object) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-            else:
-                out[prefix] = value
-
-        walk("", dataclasses.asdict(self))
-        return out
 
 
-def _build(cls: type, raw: object, key: str):
-    """Build dataclass `cls` from `raw`, checking names, types and ranges recursively."""
+def flatten(section: object, prefix: str = "") -> dict[str, object]:
+    """A section (or dict of them) as 'a.b.c' -> value, for MLflow."""
+    value = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, object] = {}
+    for k, v in value.items():
+        if not k.startswith("_"):
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def _build(cls: type, raw: object, key: str, trace: bool = True):
+    """Build dataclass `cls` from `raw`, checking names, types and ranges recursively. With
+    `trace`, the section remembers its key, so that reading its knobs is recorded."""
     _check(isinstance(raw, dict), key or "<top level>", f"must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -211,7 +238,10 @@ def _build(cls: type, raw: object, key: str):
             _check(has_default, path, "is missing; add it to params.yaml")
             continue
         kwargs[name] = _value(hints[name], raw[name], path, f.metadata)
-    return cls(**kwargs)
+    section = cls(**kwargs)
+    if trace:
+        object.__setattr__(section, "_key", key)
+    return section
 
 
 def _value(hint, value, path: str, meta):
@@ -229,17 +259,25 @@ def _value(hint, value, path: str, meta):
             bad = [k for k, v in value.items() if not isinstance(v, dict)]
             _check(not bad, f"{path}.{bad[0] if bad else ''}", "must be a mapping of knob -> value")
             return {str(k): dict(v) for k, v in value.items()}
-        return {str(k): _build(item_type, v, f"{path}.{k}") for k, v in value.items()}
+        if dataclasses.is_dataclass(item_type):
+            return {str(k): _build(item_type, v, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): _value(item_type, v, f"{path}.{k}", {}) for k, v in value.items()}
     if typing.get_origin(hint) is list:
         (item_type,) = typing.get_args(hint)
         _check(isinstance(value, list) and value, path, "must be a non-empty list")
-        _check(len(set(map(repr, value))) == len(value), path, "must not repeat a value")
+        _check(not meta.get("unique") or len(set(map(repr, value))) == len(value), path, "must not repeat a value")
         return [_value(item_type, v, f"{path}[{i}]", meta) for i, v in enumerate(value)]
     if hint is bool:
         _check(isinstance(value, bool), path, f"must be true or false, got {value!r}")
     elif hint is float:
+        hint = ""
+        if isinstance(value, str):
+            try:
+                hint = f" (YAML reads {value} as text: write it with a dot, e.g. {float(value)!r})" if float(value) else ""
+            except ValueError:
+                pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), path,
-               f"must be a number, got {value!r}")
+               f"must be a number, got {value!r}{hint}")
         value = float(value)
     elif hint is int:
         _check(isinstance(value, int) and not isinstance(value, bool), path,
@@ -261,7 +299,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path} not found: run the stages from the project root, where params.yaml lives")
     with path.open() as fh:
         raw = yaml.safe_load(fh)
-    return _build(Params, raw, "")
+    params = _build(Params, raw, "")
+    start_tracing()
+    return params
 
 
 def load_or_exit(path: str | Path = "params.yaml") -> Params:

@@ -13,9 +13,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
+import keras
 import numpy as np
+
+KILL_AFTER_EPOCH_ENV = "CLASSIC_CNN_KILL_AFTER_EPOCH"  # for tests: kill the process after that epoch ...
+KILL_SIGNAL_ENV = "CLASSIC_CNN_KILL_SIGNAL"  # ... with this signal (default SIGKILL)
 
 
 def fingerprint(*parts: object) -> str:
@@ -71,7 +76,9 @@ class Checkpoint:
         best = meta.get("best_state")
         return _read_npz(self.folder / best) if best else None
 
-    def save(self, model, meta: dict, best: list[np.ndarray] | None = None) -> None:
+    def save(self, model, meta: dict, best: list[np.ndarray] | None = None) -> dict:
+        """Write the model's and optimizer's variables and `meta`; `best`: new best weights (else
+        the best weights of meta["best_state"] are kept). Returns the meta written."""
         self.folder.mkdir(parents=True, exist_ok=True)
         epoch = meta["epoch"]
         meta = {**meta, "fingerprint": self.fingerprint,
@@ -88,6 +95,29 @@ class Checkpoint:
         for path in self.folder.iterdir():
             if path.name not in keep:
                 path.unlink()
+        return meta
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class EveryEpoch(keras.callbacks.Callback):
+    """Checkpoints after every epoch: the model and optimizer, the epoch, the history and time so
+    far (a loop.Progress), early stopping's best weights (a loop.BestWeights, or None) and `extra`
+    (e.g. the MLflow run id)."""
+
+    def __init__(self, checkpoint: Checkpoint, progress, best=None, extra: dict | None = None,
+                 best_state: str | None = None):
+        super().__init__()
+        self.checkpoint, self.progress, self.best, self.extra = checkpoint, progress, best, extra or {}
+        self.best_state = best_state
+
+    def on_epoch_end(self, epoch, logs=None):
+        best = self.best
+        state = {**self.extra, "epoch": epoch + 1, "history": self.progress.history,
+                 "train_seconds": self.progress.seconds, "best_val_accuracy": best.best if best else None,
+                 "best_epoch": best.best_epoch if best else 0, "best_state": self.best_state}
+        written = self.checkpoint.save(self.model, state, best.weights if best and best.improved else None)
+        self.best_state = written.get("best_state")
+        if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
+            os.kill(os.getpid(), signal.Signals[os.environ.get(KILL_SIGNAL_ENV, "SIGKILL")])

@@ -1,0 +1,59 @@
+"""Training health as Keras callbacks: a non-finite loss stops at once; a loss still at ln(classes)
+with chance accuracy after `health.check_after_epochs` epochs is a network that did not learn.
+Either raises TrainingFailed with the model, the epoch, the symptom and the likely fixes."""
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+class TrainingFailed(RuntimeError):
+    def __init__(self, reason: str, epoch: int, message: str):
+        super().__init__(message)
+        self.reason, self.epoch = reason, epoch
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.epoch = name, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            name = self.name
+            raise TrainingFailed("non-finite loss", self.epoch, (
+                f"{name}: training loss became {float(loss)} at epoch {self.epoch}, step {batch + 1}. "
+                f"Likely fixes: lower models.{name}.learning_rate (e.g. 10x), add warm-up "
+                f"(models.{name}.warmup_epochs), enable models.{name}.batch_norm, or check the inputs."))
+
+
+def check_learning(name: str, epoch: int, logs: dict, health, num_classes: int) -> None:
+    """After health.check_after_epochs epochs, a loss at ln(classes) with chance accuracy is a
+    network that has not learned anything: stop rather than report it as a result."""
+    chance_loss, chance_acc = math.log(num_classes), 1.0 / num_classes
+    if epoch < health.check_after_epochs:
+        return
+    if abs(logs["loss"] - chance_loss) <= health.loss_margin and logs["accuracy"] <= chance_acc + health.accuracy_margin:
+        raise TrainingFailed("did not learn", epoch, (
+            f"{name}: did not learn: after epoch {epoch} the training loss is {logs['loss']:.4f}, "
+            f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores, and accuracy "
+            f"{logs['accuracy']:.3f} is at chance ({chance_acc:.2f}): most ReLUs have likely died "
+            f"(`dvc repro diagnose` measures it). Likely fixes: standardise the inputs "
+            f"(models.{name}.input_scaling: standardize), lower models.{name}.learning_rate (e.g. 10x), add "
+            f"warm-up (models.{name}.warmup_epochs), enable models.{name}.batch_norm, or use "
+            f"models.{name}.kernel_initializer: he_normal."))
+
+
+class LearningCheck(keras.callbacks.Callback):
+    def __init__(self, name: str, health, num_classes: int):
+        super().__init__()
+        self.name, self.health, self.num_classes = name, health, num_classes
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_learning(self.name, epoch + 1, logs, self.health, self.num_classes)
+

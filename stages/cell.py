@@ -1,0 +1,31 @@
+"""Stage `cell` of ablations/dvc.yaml: train and score one variant of the claims grid, one seed.
+
+    python -m stages.cell alexnet-tanh 2
+
+The variant's recipe is its base `models` entry with the variant's changes and the grid's budget
+(params.yaml `ablations`); the seed picks the weights, the batch order and the training subset.
+Writes ablations/results/<variant>-seed<seed>.json: per-epoch history and the measures the claims
+compare (classic_cnns/grid.py). Logged to MLflow as a child of the grid's parent run.
+"""
+from __future__ import annotations
+
+import sys
+
+from classic_cnns import grid, tracking
+from classic_cnns.params import load_or_exit
+
+
+def main(argv: list[str]) -> int:
+    tracking.end_runs_on_sigterm()
+    params = load_or_exit()
+    a = params.ablations
+    if len(argv) != 2 or argv[0] not in a.variants or not argv[1].isdigit():
+        print(f"usage: python -m stages.cell VARIANT SEED\n  VARIANT: {', '.join(a.variants)}\n"
+              "  SEED: a whole number (the grid runs those of params.yaml ablations.seeds)", file=sys.stderr)
+        return 2
+    grid.run_cell(params, argv[0], int(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,82 @@
+"""The dataset registry: declared layouts are checked, and a user's own dataset, added with one
+params entry, is named by its own title and class names everywhere."""
+import json
+import re
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from classic_cnns.datasets import REGISTRY, DatasetError, check, get
+from classic_cnns.params import DataSource
+from tests.conftest import run
+
+
+@pytest.mark.parametrize("shape", [(4, 28, 28, 3), (4, 32, 32, 1), (4, 32, 32)])
+def test_images_of_another_shape_than_declared_are_refused(shape):
+    x = np.zeros(shape, np.uint8)
+    with pytest.raises(DatasetError, match=r"expected \(32, 32, 3\)"):
+        check(REGISTRY["cifar10"], x, np.zeros(4, np.uint8), "train")
+
+
+def test_labels_pixels_and_counts_are_checked():
+    cifar = REGISTRY["cifar10"]
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    with pytest.raises(DatasetError, match="labels must be whole numbers 0..9"):
+        check(cifar, x, np.array([0, 1, 2, 10]), "train")
+    with pytest.raises(DatasetError, match="4 images but 3 labels"):
+        check(cifar, x, np.zeros(3, np.uint8), "train")
+    with pytest.raises(DatasetError, match="float32"):
+        check(cifar, x.astype(np.float32), np.zeros(4, np.uint8), "test")
+
+
+def test_only_a_dataset_declared_so_is_padded():
+    x = np.full((2, 28, 28), 7, np.uint8)
+    padded, _ = check(REGISTRY["mnist"], x, np.zeros(2, np.uint8), "train")
+    assert padded.shape == (2, 32, 32, 1) and padded[:, :2].max() == 0
+    own = get("digits", DataSource(source="d.npz", title="Digits", classes=list("0123456789"), image_shape=[28, 28, 1]))
+    assert check(own, x, np.zeros(2, np.uint8), "train")[0].shape == (2, 28, 28, 1)
+
+
+def test_a_users_dataset_is_named_by_its_own_title_and_classes(project):
+    rng = np.random.default_rng(0)
+    classes = ["circle", "square", "cross"]
+
+    def split(n):
+        y = np.arange(n) % 3
+        x = rng.integers(0, 40, (n, 16, 16, 3)).astype(np.uint8)
+        for i, label in enumerate(y):
+            x[i, :, 5 * label:5 * label + 5] += 200
+        return x, y.astype(np.uint8)
+
+    (x_train, y_train), (x_test, y_test) = split(150), split(60)
+    (project / "data/external").mkdir(parents=True)
+    np.savez(project / "data/external/shapes.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["shapes"] = {"source": "data/external/shapes.npz", "title": "Tiny shapes", "classes": classes,
+                                "image_shape": [16, 16, 3], "pad": 2}
+    params["models"]["lenet5"]["dataset"] = "shapes"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    out = run(["dvc", "repro"], project).stdout
+    assert "download@shapes" in out and "lenet5: lenet5 on Tiny shapes (non-official local copy)" in out
+    meta = json.loads((project / "data/prepared/shapes.json").read_text())
+    assert meta["title"] == "Tiny shapes" and meta["classes"] == classes and meta["shape"] == [20, 20, 3]
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (lenet,) = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id],
+                                  filter_string="tags.model = 'lenet5'")
+    assert lenet.data.tags["dataset_title"] == "Tiny shapes (non-official local copy)"
+    assert lenet.info.run_name == "lenet5-shapes"
+
+    report = (project / "reports/report.md").read_text()
+    assert "## LeNet-5 on Tiny shapes (non-official local copy)" in report
+    assert re.search(r"\| circle \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 20 \|", report)
+    assert "LeNet-5 scores" in report and "on Tiny shapes (non-official local copy) and AlexNet" in report
+    assert "MNIST" not in report and "LeCun" not in report  # no dataset or paper the run did not use
+
+    params["data"]["shapes"]["source"] = str(project / "data/external/shapes.npz")
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    refused = run(["dvc", "repro", "download@shapes"], project, check=False)
+    assert refused.returncode != 0 and "name it relative to the project" in refused.stdout + refused.stderr
