@@ -6,15 +6,18 @@ trained by `dvc repro` in the workspace (not a DVC experiment) on the whole data
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import keras
 import mlflow
 
 from classic_cnns.data import project_root
+
+# MLflow's own INFO lines (creating tables, "Registered model ...") repeat what the stages print.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def tracking_uri() -> str:

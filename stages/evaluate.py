@@ -5,9 +5,10 @@
 Writes reports/<name>/metrics.json (DVC metrics: test accuracy as a fraction in [0, 1], plain
 cross-entropy loss, macro F1; with `evaluate.test_time_augmentation.<name>` the scores average
 the predictions over several views of each image, and the single-view accuracy is kept beside
-them), evaluation.json (test images and views, inference speed, latency, size, memory), per_class.csv, confusion.csv and
-predictions.csv (actual/predicted per test image, for DVC's confusion-matrix plot). Registers a
-new version of the model; a full-quality run's version becomes the `champion`.
+them), evaluation.json (test images and views, inference speed, latency, size, memory),
+per_class.csv, confusion.csv and predictions.csv (actual/predicted per test image, for DVC's
+confusion-matrix plot). Registers a new version of the model; a full-quality run's version
+becomes the `champion`.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def evaluate(params, name: str) -> dict:
     classes = meta["classes"]
     metrics, matrix, per_class = evaluation.score(probs, y_test, classes)
     metrics["test_accuracy_single_view"] = evaluation.accuracy_and_loss(single, y_test)["accuracy"]
-    inference = {"test_images": int(len(y_test)), "test_views": len(views),
+    details = {"test_images": int(len(y_test)), "test_views": len(views),
                  "inference_images_per_second": round(images_per_second, 1), "inference_batch_size": batch,
                  "latency_ms_per_image": round(evaluation.latency_ms(model, x_test), 3),
                  "model_size_mb": round(model_file.stat().st_size / 1e6, 2),
@@ -49,7 +50,7 @@ def evaluate(params, name: str) -> dict:
     out = Path("reports") / name
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "evaluation.json").write_text(json.dumps(inference, indent=2) + "\n")
+    (out / "evaluation.json").write_text(json.dumps(details, indent=2) + "\n")
     per_class.to_csv(out / "per_class.csv", index=False, float_format="%.4f")
     pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes).to_csv(out / "confusion.csv")
     pd.DataFrame({"actual": np.array(classes)[y_test], "predicted": np.array(classes)[probs.argmax(axis=1)]}).to_csv(
@@ -58,8 +59,9 @@ def evaluate(params, name: str) -> dict:
     run = json.loads((Path("models") / name / "run.json").read_text())
     tracking.use_store(params.mlflow.experiment)
     with mlflow.start_run(run_id=run["run_id"]):
-        mlflow.log_params({"evaluate.batch_size": batch, "evaluate.test_views": len(views)})
-        mlflow.log_metrics({**metrics, **{k: v for k, v in inference.items() if k != "inference_batch_size"}})
+        # tags, not params: a rerun with other evaluation knobs re-scores the same training run
+        mlflow.set_tags({"evaluate.batch_size": str(batch), "evaluate.test_views": str(len(views))})
+        mlflow.log_metrics({**metrics, **{k: v for k, v in details.items() if k != "inference_batch_size"}})
         for f in ("metrics.json", "evaluation.json", "per_class.csv", "confusion.csv"):
             mlflow.log_artifact(str(out / f), artifact_path="evaluation")
     tracking.register(f"{name}-{cfg.dataset}", run["run_id"], metrics["test_accuracy"], tracking.is_full_quality(meta))

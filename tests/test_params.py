@@ -66,10 +66,10 @@ def declared_keys() -> set[str]:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     keys = set()
     for path in ("dvc.yaml", "ablations/dvc.yaml"):
-        for stage in yaml.safe_load((ROOT / path).read_text())["stages"].values():
-            body = stage.get("do", stage)
-            names = list(raw[stage["foreach"][2:-1]]) if "foreach" in stage else [None]
-            variants = list(raw["ablations"]["variants"]) if "matrix" in stage else [None]
+        for entry in yaml.safe_load((ROOT / path).read_text())["stages"].values():
+            body = entry.get("do", entry)
+            names = list(raw[entry["foreach"][2:-1]]) if "foreach" in entry else [None]
+            variants = list(raw["ablations"]["variants"]) if "matrix" in entry else [None]
             for key in body.get("params", []):
                 for name in names:
                     for variant in variants:
