@@ -135,8 +135,16 @@ def fetch_checked(urls: list[str], dest: Path, expected_sha256: str | None) -> t
 
 
 def check_npz(path: Path, source: str) -> None:
+    import zipfile
+
     import numpy as np
 
+    if not zipfile.is_zipfile(path):  # np.load would call any other file "pickled data"
+        with path.open("rb") as fh:
+            head = fh.read(16)
+        raise DownloadError(f"{source}: not an .npz (a zip archive of arrays, as numpy.savez writes): it starts "
+                            f"with {head!r}; save the arrays with numpy.savez(path, x_train=..., y_train=..., "
+                            "x_test=..., y_test=...)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]

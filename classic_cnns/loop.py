@@ -22,10 +22,9 @@ class Progress(keras.callbacks.Callback):
     """Each epoch's logs (loss, accuracy, val_loss, val_accuracy) and wall time, kept in `history`
     (resumable: pass the history so far), with a line per epoch on stdout."""
 
-    def __init__(self, label: str, epochs: int, history: dict | None = None, seconds: float = 0.0,
-                 quiet: bool = False):
+    def __init__(self, label: str, epochs: int, history: dict | None = None, seconds: float = 0.0):
         super().__init__()
-        self.label, self.total, self.quiet = label, epochs, quiet
+        self.label, self.total = label, epochs
         self.history: dict[str, list[float]] = history if history is not None else {}
         self.seconds = seconds
         self.last: dict[str, float] = {}
@@ -43,9 +42,8 @@ class Progress(keras.callbacks.Callback):
         for k, v in self.last.items():
             self.history.setdefault(k, []).append(v)
         self.seconds += seconds
-        if not self.quiet:
-            shown = " ".join(f"{k} {v:.4f}" for k, v in self.last.items() if k != "epoch_seconds")
-            print(f"{self.label} epoch {epoch + 1}/{self.total}: {shown} ({seconds:.1f} s)", flush=True)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in self.last.items() if k != "epoch_seconds")
+        print(f"{self.label} epoch {epoch + 1}/{self.total}: {shown} ({seconds:.1f} s)", flush=True)
 
 
 class BestWeights(keras.callbacks.Callback):

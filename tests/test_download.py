@@ -101,6 +101,17 @@ def test_a_local_copy_without_the_keras_keys_is_refused(tmp_path):
     assert not out.exists()
 
 
+def test_a_text_file_given_as_npz_is_named_as_such(tmp_path):
+    copy = tmp_path / "notes.npz"
+    copy.write_text("x_train,y_train\n1,2\n")
+    out = tmp_path / "raw" / "cifar10"
+    with pytest.raises(dl.DownloadError) as err:
+        dl.download(REGISTRY["cifar10"], str(copy), out)
+    assert "not an .npz" in str(err.value) and "b'x_train,y_train" in str(err.value)
+    assert "pickle" not in str(err.value)
+    assert not out.exists()
+
+
 def test_the_stage_exits_non_zero_with_the_reason(project, monkeypatch):
     monkeypatch.setenv("DATA_MIRROR", "http://127.0.0.1:9/")
     result = stage("download", "mnist", cwd=project, check=False)
