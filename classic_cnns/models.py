@@ -71,16 +71,18 @@ def lenet5(x, num_classes: int, b: Blocks):
     return layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
 
 
-def alexnet(x, num_classes: int, b: Blocks):
+def alexnet(x, num_classes: int, b: Blocks, stride: int = 1, padding: str = "same", groups: int = 1):
     """AlexNet adapted to 32x32x3 as in the notebook: five convolutions (the first 11x11 at
-    stride 1), three max-pools, two 4096-unit dense layers with dropout 0.5."""
-    x = b.conv(x, 96, b.first_kernel, "conv1", strides=1)  # 22x22x96
+    stride 1), three max-pools, two 4096-unit dense layers with dropout 0.5. `stride` (of the
+    first convolution), `padding` (of convolutions 2-5) and `groups` (of conv2, conv4, conv5, one
+    per GPU) give the ImageNet versions (alexnet_imagenet)."""
+    x = b.conv(x, 96, b.first_kernel, "conv1", strides=stride)  # 22x22x96
     x = b.pool(x, 3, "pool1", strides=2)  # 10x10x96
-    x = b.conv(x, 256, 5, "conv2", padding="same")
+    x = b.conv(x, 256, 5, "conv2", padding=padding, groups=groups)
     x = b.pool(x, 3, "pool2", strides=2)  # 4x4x256
-    x = b.conv(x, 384, 3, "conv3", padding="same")
-    x = b.conv(x, 384, 3, "conv4", padding="same")
-    x = b.conv(x, 256, 3, "conv5", padding="same")
+    x = b.conv(x, 384, 3, "conv3", padding=padding)
+    x = b.conv(x, 384, 3, "conv4", padding=padding, groups=groups)
+    x = b.conv(x, 256, 3, "conv5", padding=padding, groups=groups)
     x = b.pool(x, 3, "pool3", strides=2)  # 1x1x256
     x = layers.Flatten(name="flatten")(x)
     x = b.drop(b.dense(x, 4096, "fc6"), "drop6")
@@ -98,22 +100,11 @@ def alexnet_imagenet(variant: str) -> keras.Model:
     227x227x3, padded convolutions 2-5 (maps 55/27/13/13/13, 6x6x256 before the dense layers) and
     conv2, conv4 and conv5 split in two groups, one per GPU (60,965,224 parameters; its local
     response normalisation has no weights and is left out)."""
-    same, groups = ("same", 2) if variant == "krizhevsky" else ("valid", 1)
-    side = 227 if variant == "krizhevsky" else 224
-    b = Blocks(activation="relu", pooling="max", dropout=0.5)
+    krizhevsky = variant == "krizhevsky"
+    side = 227 if krizhevsky else 224
     inputs = keras.Input(shape=(side, side, 3), name="pixels")
-    x = b.conv(inputs, 96, 11, "conv1", strides=4)
-    x = b.pool(x, 3, "pool1", strides=2)
-    x = b.conv(x, 256, 5, "conv2", padding=same, groups=groups)
-    x = b.pool(x, 3, "pool2", strides=2)
-    x = b.conv(x, 384, 3, "conv3", padding=same)
-    x = b.conv(x, 384, 3, "conv4", padding=same, groups=groups)
-    x = b.conv(x, 256, 3, "conv5", padding=same, groups=groups)
-    x = b.pool(x, 3, "pool3", strides=2)
-    x = layers.Flatten(name="flatten")(x)
-    x = b.drop(b.dense(x, 4096, "fc6"), "drop6")
-    x = b.drop(b.dense(x, 4096, "fc7"), "drop7")
-    outputs = layers.Dense(1000, activation="softmax", name="output")(x)
+    outputs = alexnet(inputs, 1000, Blocks(activation="relu", pooling="max", dropout=0.5, first_kernel=11), stride=4,
+                      padding="same" if krizhevsky else "valid", groups=2 if krizhevsky else 1)
     return keras.Model(inputs, outputs, name=f"alexnet_imagenet_{variant}")
 
 
