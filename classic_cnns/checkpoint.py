@@ -19,8 +19,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from classic_cnns.outputs import atomic, write_json
+
 KILL_AFTER_EPOCH_ENV = "CLASSIC_CNN_KILL_AFTER_EPOCH"  # for tests: kill the process after that epoch ...
-KILL_SIGNAL_ENV = "CLASSIC_CNN_KILL_SIGNAL"  # ... with this signal (default SIGKILL)
+KILL_SIGNAL_ENV = "CLASSIC_CNN_KILL_SIGNAL"  # ... with this signal (default SIGKILL) ...
+KILL_BEFORE_CHECKPOINT_ENV = "CLASSIC_CNN_KILL_BEFORE_CHECKPOINT"  # ... before its checkpoint if set
 
 
 def fingerprint(*parts: object) -> str:
@@ -40,9 +43,8 @@ def set_values(variables, values) -> None:
 
 
 def _write_npz(path: Path, arrays: list[np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, *arrays)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        np.savez(tmp, *arrays)
 
 
 def _read_npz(path: Path) -> list[np.ndarray]:
@@ -88,9 +90,7 @@ class Checkpoint:
         if best is not None:
             meta["best_state"] = f"best-{epoch}.npz"
             _write_npz(self.folder / meta["best_state"], best)
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, self.meta_path)
+        write_json(self.meta_path, meta)
         keep = {meta["model_state"], meta["optimizer_state"], meta.get("best_state"), "meta.json"}
         for path in self.folder.iterdir():
             if path.name not in keep:
@@ -113,11 +113,18 @@ class EveryEpoch(keras.callbacks.Callback):
         self.best_state = best_state
 
     def on_epoch_end(self, epoch, logs=None):
+        if os.environ.get(KILL_BEFORE_CHECKPOINT_ENV):
+            self._kill_if_due(epoch)
         best = self.best
         state = {**self.extra, "epoch": epoch + 1, "history": self.progress.history,
                  "train_seconds": self.progress.seconds, "best_val_accuracy": best.best if best else None,
-                 "best_epoch": best.best_epoch if best else 0, "best_state": self.best_state}
+                 "best_epoch": best.best_epoch if best else 0, "best_state": self.best_state,
+                 "stopped": bool(best and best.stopped)}
         written = self.checkpoint.save(self.model, state, best.weights if best and best.improved else None)
         self.best_state = written.get("best_state")
+        self._kill_if_due(epoch)
+
+    @staticmethod
+    def _kill_if_due(epoch: int) -> None:
         if os.environ.get(KILL_AFTER_EPOCH_ENV) == str(epoch + 1):
             os.kill(os.getpid(), signal.Signals[os.environ.get(KILL_SIGNAL_ENV, "SIGKILL")])

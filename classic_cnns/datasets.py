@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from classic_cnns import formats
+from classic_cnns.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ REGISTRY = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset's declaration or its data is not what the pipeline can use; says which and why."""
 
 

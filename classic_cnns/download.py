@@ -10,6 +10,7 @@ recorded and the dataset is marked non-official.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -22,20 +23,44 @@ import urllib.request
 from pathlib import Path
 
 from classic_cnns.datasets import Dataset
+from classic_cnns.errors import DiskFull, UserError, check_free_space, is_disk_full
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
-RETRIES = 3  # attempts per URL for transient errors
-BACKOFF_S = 1.0  # doubled after each failed attempt
-TIMEOUT_S = 30.0
+ATTEMPTS_ENV = "DATA_DOWNLOAD_ATTEMPTS"  # tries per URL for a transient failure (default 3)
+TIMEOUT_ENV = "DATA_DOWNLOAD_TIMEOUT"  # seconds without data before a try is abandoned (default 30)
+BACKOFF_S = 1.0  # wait after the first failed try, doubled after each one
 
 # For tests only: a JSON file whose entries replace OFFICIAL's (urls, files) per dataset,
 # so tiny fixture files served on 127.0.0.1 run through the same download code.
 SPEC_OVERRIDE_ENV = "CLASSIC_CNN_DATASET_SPEC"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError):
     pass
+
+
+class Dropped(DownloadError):
+    """The server closed the connection before sending the whole file (worth another try)."""
+
+
+def _setting(env: str, default: float, kind: type) -> float:
+    raw = os.environ.get(env, "").strip()
+    try:
+        value = kind(raw) if raw else default
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DownloadError(f"{env}={raw!r} must be a positive {kind.__name__}; unset it for the default ({default})")
+    return value
+
+
+def attempts() -> int:
+    return _setting(ATTEMPTS_ENV, 3, int)
+
+
+def timeout_s() -> float:
+    return _setting(TIMEOUT_ENV, 30.0, float)
 
 
 def official_files(ds: Dataset) -> tuple[list[str], dict[str, str]]:
@@ -62,35 +87,52 @@ def candidate_urls(name: str, filename: str, bases: list[str]) -> list[str]:
 
 
 def _is_transient(exc: Exception) -> bool:
+    """Worth another try: a dropped connection, a timeout, a 5xx, 408 or 429 answer."""
     if isinstance(exc, urllib.error.HTTPError):
-        return exc.code == 429 or exc.code >= 500
-    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError))
+        return exc.code in (408, 429) or exc.code >= 500
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, Dropped))
 
 
-def _open(url: str):
-    """A readable stream and its size (or None) for an http(s)/file URL or a local path."""
+def _open(url: str, offset: int):
+    """(readable stream, total size or None, first byte it sends) for an http(s)/file URL or a
+    local path; an http(s) download asks for the bytes from `offset` on (HTTP Range) and gets
+    them where the server allows, else the whole file."""
     if "://" not in url:
         path = Path(url)
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
-        return path.open("rb"), path.stat().st_size
+        return path.open("rb"), path.stat().st_size, 0
     if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
         raise DownloadError(f"unsupported URL scheme in {url} (use http, https, file or a path)")
-    response = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 (scheme checked above)
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    response = urllib.request.urlopen(request, timeout=timeout_s())  # noqa: S310 (scheme checked above)
+    content_range = response.headers.get("Content-Range", "")
+    if offset and getattr(response, "status", 200) == 206 and content_range.startswith(f"bytes {offset}-"):
+        total = content_range.rpartition("/")[2]
+        return response, int(total) if total.isdigit() else None, offset
     size = response.headers.get("Content-Length")
-    return response, int(size) if size else None
+    return response, int(size) if size else None, 0
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fetch_to(url: str, dest: Path, label: str) -> str:
-    """Stream url into dest, showing progress on a terminal; return the sha256 of what was read."""
-    digest = hashlib.sha256()
-    stream, size = _open(url)
+    """Stream url into dest, continuing a partial dest where the server allows; return the sha256
+    of the whole file. Shows progress on a terminal."""
+    stream, size, start = _open(url, dest.stat().st_size if dest.exists() else 0)
+    if size is not None:
+        check_free_space(dest.parent, size - start, f"downloading {dest.name} ({size:,} bytes)")
     show = sys.stderr.isatty()
-    done = 0
-    with stream, dest.open("wb") as out:
+    done = start
+    with stream, dest.open("ab" if start else "wb") as out:
         while chunk := stream.read(1 << 20):
             out.write(chunk)
-            digest.update(chunk)
             done += len(chunk)
             if show:
                 total = f"/{size / 1e6:.1f}" if size else ""
@@ -98,28 +140,34 @@ def fetch_to(url: str, dest: Path, label: str) -> str:
     if show:
         print(file=sys.stderr)
     if size is not None and done != size:
-        raise DownloadError(f"{url}: connection closed after {done} of {size} bytes")
-    return digest.hexdigest()
+        raise Dropped(f"connection closed after {done:,} of {size:,} bytes")
+    return sha256_of(dest)
 
 
 def fetch_checked(urls: list[str], dest: Path, expected_sha256: str | None) -> tuple[str, str]:
-    """Try each URL in turn (retrying transient errors) until one gives the expected bytes.
+    """Try each URL in turn until one gives the expected bytes, retrying a transient failure with
+    backoff (resuming a partial file with HTTP Range where the server allows).
 
-    Returns (url, sha256). Raises DownloadError naming every URL tried and why it failed.
+    Returns (url, sha256). Raises DownloadError naming every URL tried and why it failed, or
+    DiskFull; either way dest is removed.
     """
-    failures = []
+    failures, tries = [], attempts()
     for url in urls:
+        dest.unlink(missing_ok=True)
         delay = BACKOFF_S
-        for attempt in range(1, RETRIES + 1):
+        for attempt in range(1, tries + 1):
             try:
                 sha = fetch_to(url, dest, dest.name)
             except Exception as exc:  # noqa: BLE001 - every failure is reported below
-                dest.unlink(missing_ok=True)
+                if isinstance(exc, DiskFull) or is_disk_full(exc):
+                    dest.unlink(missing_ok=True)
+                    raise exc if isinstance(exc, DiskFull) else DiskFull(dest.parent, what=f"downloading {dest.name}") from exc
                 reason = f"{type(exc).__name__}: {exc}"
-                if attempt < RETRIES and _is_transient(exc):
+                if attempt < tries and _is_transient(exc):
                     time.sleep(delay)
                     delay *= 2
                     continue
+                dest.unlink(missing_ok=True)
                 failures.append(f"{url} ({reason}; {attempt} attempt{'s' * (attempt > 1)})")
                 break
             if expected_sha256 and sha != expected_sha256:
@@ -128,10 +176,9 @@ def fetch_checked(urls: list[str], dest: Path, expected_sha256: str | None) -> t
                                 f"{expected_sha256}, got {sha})")
                 break
             return url, sha
-    tried = "\n  ".join(failures)
-    raise DownloadError(f"could not get {dest.name}; tried:\n  {tried}\n"
-                        "Check the network, or set DATA_MIRROR to a folder or http(s) URL holding "
-                        "the official files, or point data.<dataset>.source at a local .npz copy.")
+    raise DownloadError(f"could not get {dest.name}; tried: {'; '.join(failures)}. Check the network, or set "
+                        "DATA_MIRROR to a folder or http(s) URL holding the official files, or point "
+                        "data.<dataset>.source at a local .npz copy.")
 
 
 def check_npz(path: Path, source: str) -> None:
@@ -164,6 +211,8 @@ def download(ds: Dataset, source: str, out_dir: Path, fetch_from: str | None = N
     """Fetch dataset `ds` into out_dir atomically; return its provenance record. `source` is as
     params.yaml names it (and provenance records it); a local copy is read from `fetch_from`."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{ds.name}-*"):  # left by a killed download
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ds.name}-", dir=out_dir.parent))
     try:
         files = {}

@@ -11,14 +11,16 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from classic_cnns import outputs  # noqa: E402
+
 FIGURES = Path("reports/figures")
 
 
 def _save(fig, filename: str) -> Path:
-    FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / filename
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    with outputs.atomic(path) as tmp:
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path
 

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from classic_cnns.errors import UserError
+
 CIFAR_TRAIN_MEMBERS = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)]
 CIFAR_TEST_MEMBERS = ["cifar-10-batches-py/test_batch"]
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     pass
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from classic_cnns import environment, evaluation, loop, tracking
+from classic_cnns import environment, evaluation, loop, outputs, tracking
 from classic_cnns.checkpoint import fingerprint
 from classic_cnns.claims import CLAIMS
 from classic_cnns.data import load_split
@@ -117,12 +116,13 @@ def run_cell(params, variant: str, seed: int) -> dict:
     mlflow.log_params({**{f"model.{k}": v for k, v in dataclasses.asdict(cfg).items()},
                        **{f"ablations.{k}": v for k, v in budget(params).items()}, "seed": seed})
     progress = loop.Progress(name, cfg.epochs)
+    logger = loop.EpochLogger(name, progress, run.info.run_id)
     outcome = "learned"
     try:
         try:
             loop.train_epochs(model, data["x_train"], onehot(data["y_train"]), cfg, seed,
                               (data["x_val"].astype("float32"), onehot(data["y_val"])), progress_bar=False,
-                              callbacks=[StopOnNonFiniteLoss(variant), progress, tracking.EpochLogger(progress),
+                              callbacks=[StopOnNonFiniteLoss(variant), progress, logger,
                                          LearningCheck(variant, params.health, classes)])
         except TrainingFailed as failure:
             outcome = failure.reason
@@ -143,21 +143,16 @@ def run_cell(params, variant: str, seed: int) -> dict:
             "device": environment.device(), "mlflow_run_id": run.info.run_id,
             "history": history,
         }
+        logger.flush()
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
-        write_json(result_path(variant, seed), result)
+        outputs.write_json(result_path(variant, seed), result, default=float)
     except BaseException as exc:
-        mlflow.end_run(status=tracking.interrupted_status(exc))
+        tracking.end_run(tracking.interrupted_status(exc))
         raise
     mlflow.end_run(status="FINISHED" if outcome == "learned" else "FAILED")
     print(f"{name}: {outcome}; test accuracy {result['test_accuracy']:.4f}, {progress.seconds:.0f} s", flush=True)
     return result
 
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
 
 
 def load_cells(params):

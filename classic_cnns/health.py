@@ -7,8 +7,10 @@ import math
 
 import keras
 
+from classic_cnns.errors import UserError
 
-class TrainingFailed(RuntimeError):
+
+class TrainingFailed(UserError):
     def __init__(self, reason: str, epoch: int, message: str):
         super().__init__(message)
         self.reason, self.epoch = reason, epoch

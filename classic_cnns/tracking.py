@@ -3,21 +3,39 @@
 One run per trained model (its evaluation adds to it); the report and the claims grid have runs of
 their own. A registered model's `champion` alias points at the newest full-quality version: one
 trained by `dvc repro` in the workspace (not a DVC experiment) on the whole dataset.
+
+Faults cost seconds: a tracking server is asked for /health before any work; MLflow's HTTP client
+gives up on a request after 2 retries and 10 s (its defaults, 7 retries with growing backoff and
+120 s, stall a stage for minutes; set the MLFLOW_HTTP_REQUEST_* variables to change them); epochs a
+server did not take are logged once it answers again. A new SQLite store is created under a file
+lock, so concurrent experiments do not run MLflow's schema migrations at the same time.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
 
-import keras
 import mlflow
 
 from classic_cnns.data import project_root
+from classic_cnns.errors import UserError
 
 # MLflow's own INFO lines (creating tables, "Registered model ...") repeat what the stages print.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+for _key, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+class TrackingUnavailable(UserError):
+    pass
 
 
 def tracking_uri() -> str:
@@ -25,14 +43,78 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """An http(s) tracking URI must answer within seconds (any HTTP answer below 500 will do)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s)  # noqa: S310 (http(s) checked)
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500:
+            return
+        reason = f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    else:
+        return
+    raise TrackingUnavailable(f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer ({reason}): "
+                              "start it, or unset MLFLOW_TRACKING_URI to log to the project's mlflow.db")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """For a SQLite store, an exclusive lock on <db>.lock: MLflow creates and migrates the schema of
+    a new database on first use, and two processes doing so at once break it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def use_store(experiment: str) -> None:
-    """Point MLflow at the store and experiment. With the default SQLite store, a new experiment
-    keeps its artifacts in <root>/mlruns (not the current folder, which for a temp experiment
-    is deleted afterwards)."""
-    mlflow.set_tracking_uri(tracking_uri())
-    if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
-    mlflow.set_experiment(experiment)
+    """Point MLflow at the store and experiment, checked first. With the default SQLite store, a
+    new experiment keeps its artifacts in <root>/mlruns (not the current folder, which for a temp
+    experiment is deleted afterwards)."""
+    uri = tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    with store_lock(uri), failures_named(uri, "opening it"):
+        if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
+        mlflow.set_experiment(experiment)
+
+
+@contextlib.contextmanager
+def failures_named(uri: str, doing: str, after: str = ""):
+    """Turn a tracking store's failure inside the block into one TrackingUnavailable line."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except TrackingUnavailable as exc:  # from a block inside this one
+        if after:
+            raise TrackingUnavailable(f"{exc}{after}") from exc
+        raise
+    except (MlflowException, requests.exceptions.RequestException, OSError) as exc:
+        raise TrackingUnavailable(f"the MLflow tracking store {uri} failed while {doing} ({short_reason(exc)}){after}") from exc
+
+
+def short_reason(exc: BaseException) -> str:
+    """What MLflow's long HTTP errors come down to."""
+    text = str(exc)
+    for marker, reason in (("Failed to establish a new connection", "connection refused"),
+                           ("Read timed out", "no answer in time"), ("Max retries exceeded", "no answer")):
+        if marker in text:
+            return reason
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def git_commit() -> str:
@@ -74,15 +156,16 @@ def dataset_tags(meta: dict) -> dict[str, str]:
             **{f"dataset_sha256.{f}": s for f, s in prov["files"].items()}}
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics (as loop.Progress recorded them) to the active MLflow run."""
+def logged_epochs(run_id: str) -> int:
+    """The last epoch whose metrics the run holds (0 for none)."""
+    return max((m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "loss")), default=0)
 
-    def __init__(self, progress):
-        super().__init__()
-        self.progress = progress
 
-    def on_epoch_end(self, epoch, logs=None):
-        mlflow.log_metrics(self.progress.last, step=epoch + 1)
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run; after a failure the store may be the thing that failed: then the run
+    stays RUNNING in it (no stall, no second error)."""
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status=status)
 
 
 CHAMPION = "champion"
@@ -114,8 +197,13 @@ def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_i
     """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one."""
     from classic_cnns import environment
 
-    if resume_id and mlflow.get_run(resume_id) is not None:
-        return mlflow.start_run(run_id=resume_id)
+    from mlflow.exceptions import MlflowException
+
+    if resume_id:
+        try:
+            return mlflow.start_run(run_id=mlflow.get_run(resume_id).info.run_id)
+        except MlflowException:
+            print(f"{name}: the checkpoint's MLflow run {resume_id} is not in this store; starting a new run")
     run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}")
     mlflow.log_params(logged_params)
     mlflow.set_tags({**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from classic_cnns import grid, tracking
+from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 
 
@@ -28,4 +29,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

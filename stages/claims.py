@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from classic_cnns import claims, grid, render
+from classic_cnns import claims, grid, outputs, render
+from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 
 CLAIMS_JSON = Path("ablations/claims.json")
@@ -29,11 +30,10 @@ def main(argv: list[str]) -> int:
         print(f"error: claims: {exc}", file=sys.stderr)
         return 1
     table = claims.claims_table(cells)
-    CLAIMS_JSON.write_text(json.dumps(json.loads(table.to_json(orient="records")), indent=2) + "\n")
+    outputs.write_json(CLAIMS_JSON, json.loads(table.to_json(orient="records")))
     doc = claims.blocks(table, cells, params.ablations)
-    REPORT_MD.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_MD.write_text(render.to_markdown(doc, REPORT_MD.parent))
-    REPORT_HTML.write_text(render.to_html(doc, "The notebook's claims, measured"))
+    outputs.write_text(REPORT_MD, render.to_markdown(doc, REPORT_MD.parent))
+    outputs.write_text(REPORT_HTML, render.to_html(doc, "The notebook's claims, measured"))
     grid.log_claims(params, table, [CLAIMS_JSON, REPORT_MD, REPORT_HTML])
     for r in table.itertuples():
         print(f"{r.verdict:>12}  {100 * r.difference:+5.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]  {r.claim}")
@@ -41,4 +41,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

@@ -9,14 +9,15 @@ Writes reports/diagnostics/steps.csv, layers.csv and summary.json.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from classic_cnns import outputs
 from classic_cnns.data import load_split
 from classic_cnns.diagnostics import notebook_config, replay, summarise
+from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 
 OUT_DIR = Path("reports/diagnostics")
@@ -39,13 +40,12 @@ def main(argv: list[str]) -> int:
         steps += s
         layers += lay
     steps_df, layers_df = pd.DataFrame(steps), pd.DataFrame(layers)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    steps_df.to_csv(OUT_DIR / "steps.csv", index=False, float_format="%.6g")
-    layers_df.to_csv(OUT_DIR / "layers.csv", index=False, float_format="%.6g")
+    outputs.write_csv(steps_df, OUT_DIR / "steps.csv", index=False, float_format="%.6g")
+    outputs.write_csv(layers_df, OUT_DIR / "layers.csv", index=False, float_format="%.6g")
     summary = {"model": name, "probe_images": diagnose.probe_images, **summarise(steps_df, layers_df, recipes)}
-    (OUT_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    outputs.write_json(OUT_DIR / "summary.json", summary)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

@@ -3,7 +3,9 @@
     python -m stages.download mnist
 
 params.yaml `data.<dataset>`: `official` (the published files, pinned sha256, $DATA_MIRROR tried
-first) or a local copy (an .npz path relative to the project, or an http(s) URL).
+first) or a local copy (an .npz path relative to the project, or an http(s) URL). A dropped
+connection, a timeout or a 5xx answer is retried ($DATA_DOWNLOAD_ATTEMPTS tries per URL, default 3;
+$DATA_DOWNLOAD_TIMEOUT seconds, default 30), continuing where it stopped if the server allows.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from classic_cnns import datasets
 from classic_cnns.data import RAW_DIR, local_source
-from classic_cnns.download import DownloadError, download
+from classic_cnns.download import download
+from classic_cnns.errors import UserError, run_stage
 from classic_cnns.params import load_or_exit
 
 
@@ -29,11 +32,11 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         download(datasets.get(name, source), source.source, RAW_DIR / name, fetch_from=local_source(source.source))
-    except (DownloadError, datasets.DatasetError) as exc:
+    except UserError as exc:
         print(f"error: {name}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

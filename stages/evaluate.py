@@ -21,14 +21,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from classic_cnns import environment, evaluation, tracking
+from classic_cnns import environment, evaluation, outputs, tracking
 from classic_cnns.data import load_split
+from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.tta import predict, tta_views
 
 
 def evaluate(params, name: str) -> dict:
     cfg = params.model(name)
+    tracking.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
     arrays, meta = load_split(cfg.dataset)
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"].astype(np.int64)
     model_file = Path("models") / name / "model.keras"
@@ -48,17 +50,16 @@ def evaluate(params, name: str) -> dict:
                  **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()}}
 
     out = Path("reports") / name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "evaluation.json").write_text(json.dumps(details, indent=2) + "\n")
-    per_class.to_csv(out / "per_class.csv", index=False, float_format="%.4f")
-    pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes).to_csv(out / "confusion.csv")
-    pd.DataFrame({"actual": np.array(classes)[y_test], "predicted": np.array(classes)[probs.argmax(axis=1)]}).to_csv(
-        out / "predictions.csv", index=False)
+    outputs.write_json(out / "metrics.json", metrics)
+    outputs.write_json(out / "evaluation.json", details)
+    outputs.write_csv(per_class, out / "per_class.csv", index=False, float_format="%.4f")
+    outputs.write_csv(pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes), out / "confusion.csv")
+    outputs.write_csv(pd.DataFrame({"actual": np.array(classes)[y_test],
+                                    "predicted": np.array(classes)[probs.argmax(axis=1)]}), out / "predictions.csv",
+                      index=False)
 
     run = json.loads((Path("models") / name / "run.json").read_text())
-    tracking.use_store(params.mlflow.experiment)
-    with mlflow.start_run(run_id=run["run_id"]):
+    with tracking.failures_named(tracking.tracking_uri(), "logging the evaluation"), mlflow.start_run(run_id=run["run_id"]):
         # tags, not params: a rerun with other evaluation knobs re-scores the same training run
         mlflow.set_tags({"evaluate.batch_size": str(batch), "evaluate.test_views": str(len(views))})
         mlflow.log_metrics({**metrics, **{k: v for k, v in details.items() if k != "inference_batch_size"}})
@@ -83,4 +84,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

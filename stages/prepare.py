@@ -10,13 +10,13 @@ against the dataset's declared shape and padded only where it declares a border 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
 
-from classic_cnns import datasets
+from classic_cnns import datasets, outputs
 from classic_cnns.data import PREPARED_DIR, RAW_DIR, split, summary
+from classic_cnns.errors import check_free_space, run_stage
 from classic_cnns.params import load_or_exit
 
 
@@ -31,20 +31,22 @@ def main(argv: list[str]) -> int:
         ds = datasets.get(name, params.data[name])
         provenance = json.loads((raw / "provenance.json").read_text())
         arrays = split(ds, datasets.read_raw(ds, raw), params.seed, cfg.val_size, cfg.train_limit, cfg.test_limit)
-    except (ValueError, OSError) as exc:
+    except FileNotFoundError as exc:
+        print(f"error: prepare {name}: {exc.filename} is missing: run `dvc repro download@{name}` first", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"error: prepare {name}: {exc}", file=sys.stderr)
         return 1
     info = {**summary(ds, arrays, provenance), "subset": bool(cfg.train_limit or cfg.test_limit)}
-    PREPARED_DIR.mkdir(parents=True, exist_ok=True)
-    npz, meta = PREPARED_DIR / f"{name}.npz", PREPARED_DIR / f"{name}.json"
-    np.savez(npz.with_suffix(".tmp.npz"), **arrays)
-    meta.with_suffix(".tmp").write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(npz.with_suffix(".tmp.npz"), npz)
-    os.replace(meta.with_suffix(".tmp"), meta)
+    needed = sum(a.nbytes for a in arrays.values()) + 2 ** 20  # np.savez stores them uncompressed
+    check_free_space(PREPARED_DIR, needed, f"writing {name}.npz")
+    with outputs.atomic(PREPARED_DIR / f"{name}.npz") as npz:
+        np.savez(npz, **arrays)
+    outputs.write_json(PREPARED_DIR / f"{name}.json", info)
     print(f"{name}: train {info['sizes']['train']}, val {info['sizes']['val']}, "
           f"test {info['sizes']['test']} images of {tuple(info['shape'])}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import mlflow
 
-from classic_cnns import figures, render, tracking
+from classic_cnns import figures, outputs, render, tracking
+from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.report import REPORTS_DIR, build_blocks, load_results
 
@@ -25,11 +26,11 @@ def main(argv: list[str]) -> int:
         return 1
     blocks = build_blocks(results, REPORTS_DIR / "diagnostics")
     md, page = REPORTS_DIR / "report.md", REPORTS_DIR / "report.html"
-    md.write_text(render.to_markdown(blocks, REPORTS_DIR))
-    page.write_text(render.to_html(blocks, "LeNet-5 and AlexNet report"))
+    outputs.write_text(md, render.to_markdown(blocks, REPORTS_DIR))
+    outputs.write_text(page, render.to_html(blocks, "LeNet-5 and AlexNet report"))
 
     tracking.use_store(params.mlflow.experiment)
-    with mlflow.start_run(run_name="report"):
+    with tracking.failures_named(tracking.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):
         mlflow.set_tags({**tracking.run_tags(), "kind": "report"})
         for name in params.models:
             run_file = Path("models") / name / "run.json"
@@ -43,4 +44,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

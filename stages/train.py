@@ -7,16 +7,18 @@ which `evaluate` adds to), reports/<name>/history.csv (per-epoch loss and accura
 architecture.csv (the layer table) and training.json (epochs, time, throughput, device).
 
 Every epoch is checkpointed to checkpoints/<name>/, so a killed run rerun with `dvc repro`
-continues from its last finished epoch and ends with the same weights as an uninterrupted run.
-A non-finite loss, or a loss stuck at ln(classes) with chance accuracy, stops the stage with a
-message, marks the MLflow run FAILED and writes no outputs.
+continues from its last finished epoch, in the same MLflow run (each epoch logged once), and ends
+with the same weights as an uninterrupted run. A tracking server that stops answering does not stop
+training; if it is still away at the end, the stage stops keeping the checkpoint, and a rerun logs
+the missing epochs and writes the outputs without training again. A non-finite loss, or a loss
+stuck at ln(classes) with chance accuracy, stops the stage with a message, marks the MLflow run
+FAILED and writes no outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -24,8 +26,9 @@ import keras
 import mlflow
 import pandas as pd
 
-from classic_cnns import environment, loop, tracking
+from classic_cnns import environment, loop, outputs, tracking
 from classic_cnns.checkpoint import Checkpoint, EveryEpoch, fingerprint
+from classic_cnns.errors import run_stage
 from classic_cnns.data import load_split
 from classic_cnns.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
 from classic_cnns.models import layer_table
@@ -35,6 +38,7 @@ from classic_cnns.recipe import build_compiled, seed_everything
 
 def train(params, name: str) -> dict:
     cfg = params.model(name)
+    tracking.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
     seed_everything(params.seed)
     arrays, meta = load_split(cfg.dataset)
     classes = len(meta["classes"])
@@ -47,30 +51,40 @@ def train(params, name: str) -> dict:
           f"{model.count_params():,} parameters; training on {environment.device()} ({keras.backend.backend()} "
           "backend)" + (f"; resuming after epoch {state['epoch']}" if state["epoch"] else ""), flush=True)
 
-    tracking.use_store(params.mlflow.experiment)
     logged = {"seed": params.seed, **flatten(cfg, "model"), "model.name": name, **flatten(params.health, "health")}
-    run = tracking.start_training_run(name, cfg, meta, logged, state["run_id"])
+    uri = tracking.tracking_uri()
+    with tracking.failures_named(uri, "starting the run"):
+        run = tracking.start_training_run(name, cfg, meta, logged, state["run_id"])
+        run_id = run.info.run_id
+        logged_epochs = tracking.logged_epochs(run_id) if state["epoch"] else 0
     progress = loop.Progress(name, cfg.epochs, state["history"], state["train_seconds"])
+    logger = loop.EpochLogger(name, progress, run_id, logged_epochs)
     best = (loop.BestWeights(name, cfg.early_stopping_patience, state.get("best_val_accuracy"), state.get("best_epoch", 0),
-                             ckpt.best_weights(state)) if cfg.early_stopping_patience else None)
-    callbacks = [StopOnNonFiniteLoss(name), progress, tracking.EpochLogger(progress),
-                 LearningCheck(name, params.health, classes), *([best] if best else []),
-                 EveryEpoch(ckpt, progress, best, {"run_id": run.info.run_id}, state.get("best_state"))]
+                             ckpt.best_weights(state), state.get("stopped", False)) if cfg.early_stopping_patience else None)
+    callbacks = [StopOnNonFiniteLoss(name), progress, logger, LearningCheck(name, params.health, classes),
+                 *([best] if best else []), EveryEpoch(ckpt, progress, best, {"run_id": run_id}, state.get("best_state"))]
+    kept = (f"; the trained model is kept in {ckpt.folder}/: rerun when the store answers, which logs what is "
+            "missing and writes the outputs without training again")
     try:
-        loop.train_epochs(model, x_train, y_train, cfg, params.seed, validation, state["epoch"], callbacks)
+        if not state.get("stopped"):
+            loop.train_epochs(model, x_train, y_train, cfg, params.seed, validation, state["epoch"], callbacks)
         if best:
             best.restore()
-        summary = write_outputs(name, model, progress, best, len(x_train), run.info.run_id)
+        with tracking.failures_named(uri, "logging the trained model", after=kept):
+            logger.flush()
+            summary = write_outputs(name, model, progress, best, len(x_train), run_id)
     except TrainingFailed as failure:
-        mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
-                         "failure_message": str(failure)[:5000]})
-        mlflow.end_run(status="FAILED")
+        with contextlib.suppress(Exception):
+            mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
+                             "failure_message": str(failure)[:5000]})
+        tracking.end_run("FAILED")
         ckpt.clear()
         raise
     except BaseException as exc:  # the checkpoint stays: a rerun resumes this run
-        mlflow.end_run(status=tracking.interrupted_status(exc))
+        tracking.end_run(tracking.interrupted_status(exc))
         raise
-    mlflow.end_run()
+    with tracking.failures_named(uri, "ending the run", after=kept):
+        mlflow.end_run()
     ckpt.clear()
     print(f"{name}: trained {summary['epochs']} epochs in {summary['train_seconds']:.1f} s; val accuracy "
           f"{summary['final_val_accuracy']:.4f}; MLflow run {run.info.run_id}")
@@ -78,26 +92,26 @@ def train(params, name: str) -> dict:
 
 
 def write_outputs(name: str, model, progress, best, n_train: int, run_id: str) -> dict:
-    """The stage's outputs, the model first written to a temporary name; logged to the active run."""
+    """Log the model and its summary to the active run, then write the stage's outputs (each to a
+    temporary name first, so a failure leaves none half-written)."""
     out_dir, report_dir = Path("models") / name, Path("reports") / name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / "model.tmp.keras")
-    os.replace(out_dir / "model.tmp.keras", out_dir / "model.keras")
-    tracking.log_keras_model(model)
     history = progress.history
-    pd.DataFrame({"epoch": range(1, progress.epochs + 1), **history}).to_csv(report_dir / "history.csv", index=False)
-    layer_table(model).to_csv(report_dir / "architecture.csv", index=False)
-    mlflow.log_artifact(str(report_dir / "history.csv"))
+    history_frame = pd.DataFrame({"epoch": range(1, progress.epochs + 1), **history})
     summary = {"train_seconds": round(progress.seconds, 2), "epochs": progress.epochs,
                "train_images_per_second": round(n_train * progress.epochs / progress.seconds, 1),
                "final_train_accuracy": history["accuracy"][-1], "final_val_accuracy": history["val_accuracy"][-1],
                "parameters": int(model.count_params()), "device": environment.device(), **environment.peak_memory_mb()}
     if best:
         summary.update(best_epoch=best.best_epoch, stopped_early=best.stopped)
+    tracking.log_keras_model(model)
+    mlflow.log_text(history_frame.to_csv(index=False), "history.csv")
     mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    (report_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": tracking.tracking_uri()}, indent=2) + "\n")
+    with outputs.atomic(out_dir / "model.keras") as tmp:
+        model.save(tmp)
+    outputs.write_csv(history_frame, report_dir / "history.csv", index=False)
+    outputs.write_csv(layer_table(model), report_dir / "architecture.csv", index=False)
+    outputs.write_json(report_dir / "training.json", summary)
+    outputs.write_json(out_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking.tracking_uri()})
     return summary
 
 
@@ -107,13 +121,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in params.models:
         print(f"usage: python -m stages.train {{{','.join(params.models)}}}", file=sys.stderr)
         return 2
-    try:
-        train(params, argv[0])
-    except TrainingFailed as failure:
-        print(f"error: {failure}", file=sys.stderr)
-        return 1
+    train(params, argv[0])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_stage(main))

@@ -143,7 +143,8 @@ def project(tmp_path, fixture_data, serve, monkeypatch):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params.update(TINY_PARAMS)
     for model in params["models"].values():
-        model.update(epochs=1, batch_size=32)
+        # float32: bfloat16 is emulated, ~20x slower, on CPUs without it (test_recipe_knobs_train covers it)
+        model.update(epochs=1, batch_size=32, mixed_precision=False)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         "DATA_MIRROR": serve(mirror),
@@ -194,3 +195,16 @@ def assert_stages_declare_what_they_read(lock: Path, trace: Path) -> set[str]:
         assert not unread, f"{name} declares params it never reads: {unread}"
         checked.add(name)
     return checked
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB file system (tmpfs) at tmp_path/small: a real full disk. Mounting needs root, which
+    CI and the project's containers have."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)

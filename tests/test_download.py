@@ -1,11 +1,16 @@
 import hashlib
+import http.server
 import json
+import socket
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from classic_cnns import download as dl
 from classic_cnns.datasets import REGISTRY
+from classic_cnns.errors import DiskFull
 from tests.conftest import stage, write_spec
 
 
@@ -66,7 +71,7 @@ def test_unreachable_sources_are_all_named(spec, tmp_path, monkeypatch):
     message = str(err.value)
     assert "http://127.0.0.1:9/mirror/cifar-10-python.tar.gz" in message
     assert "http://127.0.0.1:9/mirror/cifar10/cifar-10-python.tar.gz" in message
-    assert f"{dl.RETRIES} attempts" in message  # refused connections are retried
+    assert "3 attempts" in message  # refused connections are retried
     assert "DATA_MIRROR" in message  # and the fix is named
 
 
@@ -117,4 +122,119 @@ def test_the_stage_exits_non_zero_with_the_reason(project, monkeypatch):
     result = stage("download", "mnist", cwd=project, check=False)
     assert result.returncode == 1
     assert "error: mnist: could not get train-images-idx3-ubyte.gz" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (project / "data" / "raw" / "mnist").exists()
+
+
+class Flaky(http.server.BaseHTTPRequestHandler):
+    """Serves one file, misbehaving as the server's `script` says, one step per request:
+    "drop" (sends half, then closes the connection), "stall" (says nothing for 2 s), "503", "ok"."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        step = srv.script.pop(0) if srv.script else "ok"
+        srv.ranges.append(self.headers.get("Range"))
+        if step == "stall":
+            time.sleep(2)
+            return
+        if step == "503":
+            self.send_error(503)
+            return
+        start = 0
+        if srv.ranges_allowed and self.headers.get("Range", "").startswith("bytes="):
+            start = int(self.headers["Range"][6:].rstrip("-"))
+        body = srv.payload[start:]
+        srv.partial.append(bool(start))
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(srv.payload) - 1}/{len(srv.payload)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if step == "drop":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def flaky():
+    servers = []
+
+    def start(payload: bytes, script: list[str], ranges_allowed: bool = True):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+        server.payload, server.script, server.ranges_allowed = payload, list(script), ranges_allowed
+        server.ranges, server.partial = [], []
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}/file.bin"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+@pytest.mark.parametrize("script, ranges_allowed, resumed", [
+    (["drop", "ok"], True, True),  # continued with HTTP Range where the server allows it
+    (["drop", "ok"], False, False),  # else fetched again from the start
+    (["stall", "ok"], True, False),
+    (["503", "503", "ok"], True, False),
+])
+def test_transient_failures_are_retried(flaky, tmp_path, monkeypatch, script, ranges_allowed, resumed):
+    monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
+    monkeypatch.setenv(dl.TIMEOUT_ENV, "0.5")
+    server, url = flaky(PAYLOAD, script, ranges_allowed)
+    dest = tmp_path / "file.bin"
+    assert dl.fetch_checked([url], dest, hashlib.sha256(PAYLOAD).hexdigest()) == (url, hashlib.sha256(PAYLOAD).hexdigest())
+    assert dest.read_bytes() == PAYLOAD
+    assert len(server.ranges) == len(script)
+    assert server.partial[-1] == resumed  # sent only the missing half
+    if script[0] == "drop":
+        assert server.ranges[-1] == f"bytes={len(PAYLOAD) // 2}-"  # the retry asked for the rest
+
+
+def test_a_connection_dropped_every_time_names_the_url_and_the_attempts_and_leaves_nothing(flaky, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
+    monkeypatch.setenv(dl.ATTEMPTS_ENV, "4")
+    server, url = flaky(PAYLOAD, ["drop"] * 4, ranges_allowed=False)
+    with pytest.raises(dl.DownloadError) as err:
+        dl.fetch_checked([url], tmp_path / "file.bin", None)
+    message = str(err.value)
+    assert url in message and "4 attempts" in message and "\n" not in message
+    assert "IncompleteRead" in message or "connection closed" in message
+    assert len(server.ranges) == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_retry_settings_are_named(monkeypatch, tmp_path):
+    monkeypatch.setenv(dl.ATTEMPTS_ENV, "three")
+    with pytest.raises(dl.DownloadError, match="DATA_DOWNLOAD_ATTEMPTS='three' must be a positive int"):
+        dl.fetch_checked(["http://127.0.0.1:9/x"], tmp_path / "x", None)
+
+
+def test_a_full_disk_is_named_with_the_folder_and_the_bytes_needed(flaky, small_disk, monkeypatch):
+    server, url = flaky(PAYLOAD, ["ok"])
+    with pytest.raises(DiskFull) as err:
+        dl.fetch_checked([url], small_disk / "file.bin", None)
+    message = str(err.value)
+    assert message.startswith("disk full") and str(small_disk) in message and "needs 1.0 MB" in message
+    assert list(small_disk.iterdir()) == []
+    assert len(server.ranges) == 1  # not retried: another try cannot help
+
+
+def test_a_killed_downloads_temporary_folder_is_removed_by_the_next_one(spec, tmp_path, monkeypatch):
+    mirror, sums = spec
+    monkeypatch.setenv("DATA_MIRROR", str(mirror))
+    raw = tmp_path / "raw"
+    (raw / ".mnist-k1ll3d").mkdir(parents=True)  # what kill -9 during a download leaves
+    (raw / ".mnist-k1ll3d" / "train-images-idx3-ubyte.gz").write_bytes(b"half")
+    dl.download(REGISTRY["mnist"], "official", raw / "mnist")
+    assert sorted(p.name for p in raw.iterdir()) == ["mnist"]

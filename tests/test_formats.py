@@ -43,6 +43,24 @@ def test_cifar_archive_is_read_without_extracting(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "c.tar.gz"]
 
 
+def test_an_archive_member_that_climbs_out_is_never_written(tmp_path):
+    """Members are read in memory, never extracted: a `../` path (tar path traversal) cannot write."""
+    work = tmp_path / "work"
+    work.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(cifar_archive(per_batch=4, n_test=6))) as src, \
+            tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for member in src.getmembers():
+            tar.addfile(member, src.extractfile(member))
+        evil = tarfile.TarInfo("../../escaped.txt")
+        evil.size = 5
+        tar.addfile(evil, io.BytesIO(b"owned"))
+    (work / "c.tar.gz").write_bytes(buf.getvalue())
+    x_train, *_ = read_cifar10(work / "c.tar.gz")
+    assert x_train.shape == (20, 32, 32, 3)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["c.tar.gz", "work"]
+
+
 def test_cifar_batch_that_smuggles_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -129,6 +129,15 @@ def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch):
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == set(), second.stdout
 
+    # DVC deletes a stage's outputs before running it, so a failed run leaves none; `dvc checkout`
+    # restores the cached ones (README, Reliability). A dead tracking server fails in seconds.
+    failed = run(["dvc", "repro", "-f", "-s", "train@lenet5"], project, check=False,
+                 env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert failed.returncode != 0 and "http://127.0.0.1:9 (MLFLOW_TRACKING_URI) does not answer" in failed.stderr
+    assert not (project / "models/lenet5").exists()
+    run(["dvc", "checkout", "train@lenet5"], project)
+    assert (project / "models/lenet5/model.keras").exists()
+
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["models"]["lenet5"]["epochs"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

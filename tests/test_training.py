@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns.params import load_params
 from classic_cnns.augment import epoch_data
-from classic_cnns.checkpoint import KILL_AFTER_EPOCH_ENV, KILL_SIGNAL_ENV
+from classic_cnns.checkpoint import KILL_AFTER_EPOCH_ENV, KILL_BEFORE_CHECKPOINT_ENV, KILL_SIGNAL_ENV
 from classic_cnns.health import TrainingFailed, check_learning
 from tests.conftest import ROOT, run, stage
 
@@ -138,17 +138,21 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     assert killed.returncode == 143
     assert mlflow_runs(project)[-1].info.status == "KILLED"
     assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
+    # kill -9 after epoch 2 was logged to MLflow, before its checkpoint: the resumed run repeats
+    # epoch 2 but logs it only once.
     monkeypatch.delenv(KILL_SIGNAL_ENV)
     set_params(project, epochs=3, learning_rate=0.001)
     monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "2")
+    monkeypatch.setenv(KILL_BEFORE_CHECKPOINT_ENV, "1")
     killed = stage("train", "lenet5", cwd=project, check=False)
     assert "other params or data: not resuming" in killed.stdout
     assert killed.returncode == -9
-    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 2
+    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
 
     monkeypatch.delenv(KILL_AFTER_EPOCH_ENV)
+    monkeypatch.delenv(KILL_BEFORE_CHECKPOINT_ENV)
     resumed = run(["dvc", "repro", "train@lenet5"], project)
-    assert "resuming after epoch 2" in resumed.stdout
+    assert "resuming after epoch 1" in resumed.stdout
     for a, b in zip(reference, weights(project)):
         np.testing.assert_array_equal(a, b)
     assert not (project / "checkpoints/lenet5").exists()
@@ -157,8 +161,9 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     assert statuses.count("FINISHED") == 3  # two whole runs, and the killed one resumed to the end
     assert statuses.count("KILLED") == 1  # the run with other params, stopped by SIGTERM
     resumed_run = runs[-1]
-    assert len(MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").get_metric_history(
-        resumed_run.info.run_id, "val_accuracy")) == 3
+    history = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").get_metric_history(
+        resumed_run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2, 3]  # each epoch once
 
 
 def test_recipe_knobs_train(project):

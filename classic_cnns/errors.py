@@ -1,0 +1,74 @@
+"""Failures a user can fix, and how a stage reports any failure: one line on stderr (what, where,
+the fix) and a non-zero exit status. The traceback is printed too with CLASSIC_CNNS_TRACEBACK=1."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+TRACEBACK_ENV = "CLASSIC_CNNS_TRACEBACK"
+
+
+class UserError(Exception):
+    """A failure whose message says what went wrong, where, and what to do about it."""
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the file system that holds `folder` (or its nearest existing parent)."""
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+class DiskFull(UserError):
+    def __init__(self, folder: Path, needed: int | None = None, what: str = ""):
+        free = free_bytes(folder)
+        need = f"needs {megabytes(needed)}, " if needed is not None else ""
+        super().__init__(f"disk full: {what or 'writing'} in {folder} {need}{megabytes(free)} free there; "
+                         "free some space (or point the project at a bigger disk) and rerun")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def check_free_space(folder: Path, needed: int, what: str) -> None:
+    """Raise DiskFull before writing `needed` bytes into `folder` if they cannot fit."""
+    if free_bytes(folder) < needed:
+        raise DiskFull(folder, needed, what)
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, UserError):
+        text = str(exc)
+    elif is_disk_full(exc):
+        where = Path(exc.filename).parent if getattr(exc, "filename", None) else Path.cwd()
+        text = str(DiskFull(where))
+    else:
+        text = (f"{type(exc).__name__}: {exc} (unexpected: please report it; rerun with {TRACEBACK_ENV}=1 "
+                "for the traceback)")
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def run_stage(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Run a stage's main(argv): its exit status, or 1 with one line on stderr for an exception
+    (130 for Ctrl-C). SystemExit (bad params, SIGTERM) passes through."""
+    try:
+        return main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); rerun the stage to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line and a status
+        if os.environ.get(TRACEBACK_ENV):
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
