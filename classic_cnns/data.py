@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from classic_cnns.datasets import Dataset, DatasetError, check
+from classic_cnns.errors import UserError
 
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
@@ -75,6 +76,9 @@ def summary(ds: Dataset, arrays: dict[str, np.ndarray], provenance: dict) -> dic
 
 def load_split(dataset: str) -> tuple[dict[str, np.ndarray], dict]:
     """The prepared arrays of `dataset` and their summary (data/prepared/<dataset>.json)."""
+    for path in (PREPARED_DIR / f"{dataset}.json", PREPARED_DIR / f"{dataset}.npz"):
+        if not path.exists():
+            raise UserError(f"{path} is missing: run `dvc repro prepare@{dataset}` first")
     meta = json.loads((PREPARED_DIR / f"{dataset}.json").read_text())
     with np.load(PREPARED_DIR / f"{dataset}.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}

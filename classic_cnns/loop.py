@@ -59,6 +59,8 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         try:
+            if self.failing:  # a quick look first: a server that hangs would cost 3 timeouts an epoch
+                tracking.check_server(tracking.tracking_uri(), timeout_s=2.0)
             self.flush()
         except tracking.TrackingUnavailable as exc:
             if not self.failing:

@@ -8,7 +8,8 @@ Faults cost seconds: a tracking server is asked for /health before any work; MLf
 gives up on a request after 2 retries and 10 s (its defaults, 7 retries with growing backoff and
 120 s, stall a stage for minutes; set the MLFLOW_HTTP_REQUEST_* variables to change them); epochs a
 server did not take are logged once it answers again. A new SQLite store is created under a file
-lock, so concurrent experiments do not run MLflow's schema migrations at the same time.
+lock, so concurrent experiments do not run MLflow's schema migrations at the same time (MLflow
+itself gives every later SQLite session a 20 s busy timeout).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from classic_cnns import environment, evaluation, outputs, tracking
 from classic_cnns.data import load_split
-from classic_cnns.errors import run_stage
+from classic_cnns.errors import UserError, run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.tta import predict, tta_views
 
@@ -34,6 +34,8 @@ def evaluate(params, name: str) -> dict:
     arrays, meta = load_split(cfg.dataset)
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"].astype(np.int64)
     model_file = Path("models") / name / "model.keras"
+    if not model_file.exists():
+        raise UserError(f"{model_file} is missing: run `dvc repro train@{name}` first")
     model = keras.models.load_model(model_file)
     batch = params.evaluate.batch_size
     views = tta_views(cfg, params.evaluate.tta(name))

@@ -49,15 +49,20 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_is_there_on_request(m
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
-def test_a_dead_tracking_server_fails_the_stage_in_seconds(project, monkeypatch):
+@pytest.mark.parametrize("server", ["refusing", "silent"])
+def test_a_dead_tracking_server_fails_the_stage_in_seconds(project, monkeypatch, server):
     prepared(project)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: refused
-    started = time.monotonic()
-    result = stage("train", "lenet5", cwd=project, check=False)
-    assert time.monotonic() - started < 60  # the import of TensorFlow included; was over 4 minutes
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = "http://127.0.0.1:9" if server == "refusing" else f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        started = time.monotonic()
+        result = stage("train", "lenet5", cwd=project, check=False)
+        assert time.monotonic() - started < 60  # the import of TensorFlow included; was over 4 minutes
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert "the MLflow tracking server http://127.0.0.1:9 (MLFLOW_TRACKING_URI) does not answer" in line
+    assert f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer" in line
     assert "unset MLFLOW_TRACKING_URI" in line
     assert "epoch" not in result.stdout  # nothing trained
     assert not (project / "models").exists()
@@ -165,3 +170,15 @@ def test_concurrent_experiments_on_a_new_store_all_finish(tmp_path):
         runs = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id])
         assert sorted(r.data.params["worker"] for r in runs) == ["0", "1", "2"]
         assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_stage_run_before_its_inputs_exist_names_the_stage_that_makes_them(project):
+    result = stage("evaluate", "lenet5", cwd=project, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: data/prepared/mnist.json is missing: run `dvc repro prepare@mnist` first"]
+    stage("download", "mnist", cwd=project)
+    stage("prepare", "mnist", cwd=project)
+    result = stage("evaluate", "lenet5", cwd=project, check=False)
+    assert result.stderr.strip().splitlines() == [
+        "error: models/lenet5/model.keras is missing: run `dvc repro train@lenet5` first"]
