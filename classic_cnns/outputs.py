@@ -1,9 +1,11 @@
 """Writing a stage's files so that no failure (a kill, a full disk, an exception) leaves one
-half-written: each is written to a temporary name beside it and renamed into place when complete."""
+half-written: each is written to a temporary name beside it and renamed into place when complete.
+A Keras model file is also made byte-stable: the same weights give the same bytes (and DVC hash)."""
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +48,33 @@ def write_json(path: Path | str, data, **kwargs) -> None:
 def write_csv(frame, path: Path | str, **kwargs) -> None:
     with atomic(path) as tmp:
         frame.to_csv(tmp, **kwargs)
+
+
+def _renumbered(config, ids: dict[int, int]):
+    """The config with each `shared_object_id` (a Python id(), which differs per process) replaced
+    by its order of first appearance; Keras only matches them up on loading."""
+    if isinstance(config, dict):
+        return {k: ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumbered(v, ids)
+                for k, v in config.items()}
+    if isinstance(config, list):
+        return [_renumbered(v, ids) for v in config]
+    return config
+
+
+def save_keras_model(model, path: Path | str) -> None:
+    """model.save(path), atomically, without what makes two saves of the same model differ: the
+    save date in metadata.json, the zip entries' modification times and the memory addresses used
+    as shared-object ids in config.json."""
+    with atomic(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as src:
+            entries = [(info, src.read(info)) for info in src.infolist()]
+        with zipfile.ZipFile(tmp, "w") as dst:
+            for info, data in entries:
+                if info.filename == "metadata.json":
+                    data = json.dumps({k: v for k, v in json.loads(data).items() if k != "date_saved"}).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumbered(json.loads(data), {})).encode()
+                stable = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+                stable.compress_type, stable.external_attr = info.compress_type, info.external_attr
+                dst.writestr(stable, data)

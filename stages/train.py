@@ -106,8 +106,7 @@ def write_outputs(name: str, model, progress, best, n_train: int, run_id: str) -
     tracking.log_keras_model(model)
     mlflow.log_text(history_frame.to_csv(index=False), "history.csv")
     mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    with outputs.atomic(out_dir / "model.keras") as tmp:
-        model.save(tmp)
+    outputs.save_keras_model(model, out_dir / "model.keras")
     outputs.write_csv(history_frame, report_dir / "history.csv", index=False)
     outputs.write_csv(layer_table(model), report_dir / "architecture.csv", index=False)
     outputs.write_json(report_dir / "training.json", summary)

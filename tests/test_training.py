@@ -118,6 +118,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     set_params(project, epochs=3, learning_rate=0.001)
     stage("train", "lenet5", cwd=project)
     reference = weights(project)
+    reference_bytes = (project / "models/lenet5/model.keras").read_bytes()
     reference_history = (project / "reports/lenet5/history.csv").read_text()
     assert not (project / "checkpoints/lenet5").exists()  # a finished run leaves no checkpoint
 
@@ -126,6 +127,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     stage("train", "lenet5", cwd=project)
     for a, b in zip(reference, weights(project)):
         np.testing.assert_array_equal(a, b)
+    assert (project / "models/lenet5/model.keras").read_bytes() == reference_bytes  # same DVC hash
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop epoch_seconds
     assert strip((project / "reports/lenet5/history.csv").read_text()) == strip(reference_history)
 
@@ -155,6 +157,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     assert "resuming after epoch 1" in resumed.stdout
     for a, b in zip(reference, weights(project)):
         np.testing.assert_array_equal(a, b)
+    assert (project / "models/lenet5/model.keras").read_bytes() == reference_bytes
     assert not (project / "checkpoints/lenet5").exists()
     runs = mlflow_runs(project)
     statuses = [r.info.status for r in runs]
