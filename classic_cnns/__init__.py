@@ -2,13 +2,18 @@
 
 params (params.yaml -> validated Params), datasets (the registry), formats (file readers),
 download, data (prepared splits), models (the architectures), recipe (optimizer, schedule,
-compiled model), augment and tta (training and test-time views), loop (the one training loop),
+compiled model), backend (what differs between Keras backends), augment and tta (training and test-time views), loop (the one training loop),
 health (training checks), checkpoint, evaluation (metrics), tracking (MLflow), environment,
 diagnostics, grid and claims (the claims grid), report, questions, architectures, describe,
 figures and render (the reports).
 """
 import os
 
+from classic_cnns.backend import set_determinism_env
+
 # TensorFlow's C++ start-up chatter (CPU feature notes, a harmless op-attribute mismatch printed
 # as an error per dataset) drowns the stages' own progress lines; set it to 0 to see everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Deterministic kernels: flags each backend reads once, when it starts (classic_cnns/backend.py).
+set_determinism_env()

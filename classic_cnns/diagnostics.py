@@ -2,7 +2,7 @@
 model twice, from the same initial weights: once with its recipe, once with the notebook's settings.
 Every few steps it measures, on a fixed batch of validation images: the loss and accuracy, the
 spread of the logits, the fraction of dead ReLU units per layer (units that output 0 for every
-probe image) and, on the TensorFlow backend, the gradient norm per layer.
+probe image) and the gradient norm per layer.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from classic_cnns.backend import kernel_gradient_norms
 from classic_cnns.loop import train_epochs
 from classic_cnns.params import Model
 from classic_cnns.recipe import build_compiled, seed_everything
@@ -30,20 +31,6 @@ def relu_layers(model) -> list:
             if getattr(getattr(layer, "activation", None), "__name__", "") == "relu"]
 
 
-def gradient_norms(model, x, y) -> dict[str, float]:
-    """L2 norm of the loss gradient for each layer's kernel (TensorFlow backend only)."""
-    if keras.backend.backend() != "tensorflow":
-        return {}
-    import tensorflow as tf
-
-    kernels = {layer.name: layer.kernel for layer in model.layers if hasattr(layer, "kernel")}
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
-    grads = tape.gradient(loss, [k.value for k in kernels.values()])
-    return {name: float(tf.norm(tf.cast(g, tf.float32))) if g is not None else 0.0
-            for name, g in zip(kernels, grads)}
-
-
 def probe(model, probe_model, relus, x, y) -> tuple[dict, list[dict]]:
     outputs = probe_model.predict(x, verbose=0, batch_size=len(x))
     *activations, probs = outputs if isinstance(outputs, list) else [outputs]
@@ -57,7 +44,7 @@ def probe(model, probe_model, relus, x, y) -> tuple[dict, list[dict]]:
         # across classes is the logits' spread: 0 means the network says the same for every class.
         "logit_std": float(log_probs.std(axis=1).mean()),
     }
-    grads = gradient_norms(model, x, y)
+    grads = kernel_gradient_norms(model, x, y)
     layers = []
     for layer, act in zip(relus, activations):
         act = np.asarray(act, dtype=np.float32)

@@ -65,12 +65,15 @@ def describe() -> dict[str, str]:
     env = {f"version.{k}": v for k, v in package_versions().items()}
     env.update({"python": platform.python_version(), "platform": platform.platform(),
                 "cpu": cpu_model(), "device": device(), "keras_backend": keras.backend.backend()})
+    from classic_cnns.backend import determinism
+
+    env.update(determinism())
     return env
 
 
 def peak_memory_mb() -> dict[str, float]:
     """Peak memory of this process so far: resident set size (whole process: data, model,
-    framework) and, where the TensorFlow backend has a GPU, the GPU allocator's peak."""
+    framework) and, on a GPU, the backend allocator's peak."""
     import resource
     import sys
 
@@ -78,8 +81,21 @@ def peak_memory_mb() -> dict[str, float]:
     peak = {"peak_rss_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
     import keras
 
-    if keras.backend.backend() == "tensorflow" and accelerators():
+    backend = keras.backend.backend()
+    if not accelerators():
+        return peak
+    if backend == "tensorflow":
         import tensorflow as tf
 
         peak["peak_gpu_mb"] = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+    elif backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            peak["peak_gpu_mb"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
+    elif backend == "torch":
+        import torch
+
+        peak["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return peak

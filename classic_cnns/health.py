@@ -1,5 +1,6 @@
-"""Training health as Keras callbacks: a non-finite loss stops at once; a loss still at ln(classes)
-with chance accuracy after `health.check_after_epochs` epochs is a network that did not learn.
+"""Training health as Keras callbacks: a non-finite loss stops at once; after
+`health.check_after_epochs` epochs, a loss above twice ln(classes) is a run that diverged, and a
+loss still at ln(classes) with chance accuracy is a network that did not learn.
 Either raises TrainingFailed with the model, the epoch, the symptom and the likely fixes."""
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def check_learning(name: str, epoch: int, logs: dict, health, num_classes: int) 
     chance_loss, chance_acc = math.log(num_classes), 1.0 / num_classes
     if epoch < health.check_after_epochs:
         return
+    if logs["loss"] > 2 * chance_loss:  # JAX and PyTorch clip the loss where TensorFlow gives nan
+        raise TrainingFailed("diverged", epoch, (
+            f"{name}: diverged: after epoch {epoch} the training loss is {logs['loss']:.4f}, more than twice "
+            f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores. Likely fixes: lower "
+            f"models.{name}.learning_rate (e.g. 10x), add warm-up (models.{name}.warmup_epochs), enable "
+            f"models.{name}.batch_norm, or check the inputs."))
     if abs(logs["loss"] - chance_loss) <= health.loss_margin and logs["accuracy"] <= chance_acc + health.accuracy_margin:
         raise TrainingFailed("did not learn", epoch, (
             f"{name}: did not learn: after epoch {epoch} the training loss is {logs['loss']:.4f}, "

@@ -1,7 +1,7 @@
 """The training loop every training uses (train, the claims grid, the diagnosis, the benchmarks).
 
 One `model.fit` call per epoch on that epoch's data (shuffled and augmented from (seed, epoch)
-only, classic_cnns/augment.py), so a run resumed at any epoch sees exactly the batches an
+only, classic_cnns/augment.py, made on a second thread while the epoch before trains), so a run resumed at any epoch sees exactly the batches an
 uninterrupted one would. What happens around an epoch is a Keras callback: `Progress` (history,
 wall time, a line per epoch), `EpochLogger` (MLflow), `BestWeights` (early stopping), the health checks
 (classic_cnns/health.py) and checkpoints (classic_cnns/checkpoint.py).
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
 
-from classic_cnns import tracking
 from classic_cnns.augment import epoch_data
 
 
@@ -58,6 +58,8 @@ class EpochLogger(keras.callbacks.Callback):
         self.failing = False
 
     def on_epoch_end(self, epoch, logs=None):
+        from classic_cnns import tracking  # MLflow only where a run logs (bench/device.py runs without it)
+
         try:
             if self.failing:  # a quick look first: a server that hangs would cost 3 timeouts an epoch
                 tracking.check_server(tracking.tracking_uri(), timeout_s=2.0)
@@ -71,6 +73,8 @@ class EpochLogger(keras.callbacks.Callback):
         """Log every finished epoch the run lacks; TrackingUnavailable if the store fails."""
         import mlflow
         from mlflow.entities import Metric
+
+        from classic_cnns import tracking
 
         steps = range(self.logged + 1, self.progress.epochs + 1)
         if not steps:
@@ -121,13 +125,21 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, cfg, seed: int, validation
     epoch data of (x, one-hot y). `drop_remainder` leaves out each epoch's last partial batch."""
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
-    for epoch in range(start_epoch, cfg.epochs):
-        x_epoch, y_epoch = epoch_data(x, y, cfg, seed, epoch)
-        if drop_remainder:
-            full = len(x_epoch) // cfg.batch_size * cfg.batch_size
-            x_epoch, y_epoch = x_epoch[:full], y_epoch[:full]
-        model.fit(x_epoch, y_epoch, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
-                  validation_data=validation, shuffle=False, verbose=1 if progress_bar else 0,
-                  callbacks=list(callbacks))
-        if model.stop_training:
-            break
+    if start_epoch >= cfg.epochs:
+        return
+    with ThreadPoolExecutor(1) as prefetch:  # the next epoch's data is made while this one trains
+        upcoming = prefetch.submit(epoch_data, x, y, cfg, seed, start_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            x_epoch, y_epoch = upcoming.result()
+            if epoch + 1 < cfg.epochs:
+                upcoming = prefetch.submit(epoch_data, x, y, cfg, seed, epoch + 1)
+            if drop_remainder:
+                full = len(x_epoch) // cfg.batch_size * cfg.batch_size
+                x_epoch, y_epoch = x_epoch[:full], y_epoch[:full]
+            model.fit(x_epoch, y_epoch, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                      validation_data=validation, shuffle=False, verbose=1 if progress_bar else 0,
+                      callbacks=list(callbacks))
+            del x_epoch, y_epoch
+            if model.stop_training:
+                upcoming.cancel()
+                break

@@ -10,11 +10,10 @@ def seed_everything(seed: int) -> None:
     """Same seed, same machine -> same weights: seeded RNGs and deterministic kernels."""
     import keras
 
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    from classic_cnns.backend import make_deterministic
 
-        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+    make_deterministic()
 
 
 def learning_rate(cfg, steps_per_epoch: int):
@@ -55,6 +54,7 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
     """The model of `cfg` for the data `meta` describes, compiled with its optimizer, schedule and loss."""
     import keras
 
+    from classic_cnns.backend import steps_per_execution
     from classic_cnns.models import build
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
@@ -64,5 +64,5 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
                   activation=cfg.activation, pooling=cfg.pooling, dropout=cfg.dropout, first_kernel=cfg.first_kernel)
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"], steps_per_execution=cfg.steps_per_execution)
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution(cfg.steps_per_execution))
     return model

@@ -1,0 +1,208 @@
+"""The device check: the pipeline's trainings, evaluations and diagnosis on this machine's
+accelerator, with the same library code and params.yaml as `dvc repro`, timed against the
+machine's own matmul peak, printed beside the committed CPU figures.
+
+    python -m bench.device                       # everything, params.yaml as it is
+    python -m bench.device --models lenet5 --epochs 2 --images 2000 --no-diagnose   # a quick look
+
+Runs without DVC and MLflow (a GPU machine often has neither): reads data/prepared/<dataset>.npz
+(`dvc repro prepare@mnist prepare@cifar10`, or copied from a machine that ran them) and writes one
+JSON record (`--out`, default bench/results/device-<backend>.json). bench/device.sh sets up a
+bare GPU machine from wheels and runs it on each backend. What the numbers mean:
+
+- train s: the whole training, first-epoch compilation included, as the train stage times it;
+  epoch s: the median epoch after the first (training and validation);
+- images/s: training images per second over those epochs; % peak: the training FLOPs (3x the
+  forward multiply-adds x 2 per image) per second over the bf16 (mixed precision) or float32
+  matmul rate measured here;
+- test accuracy: single view, and over the test-time views where params.yaml's evaluate asks.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from classic_cnns.params import load_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_prepared(folder: Path, dataset: str) -> tuple[dict, dict]:
+    npz, meta = folder / f"{dataset}.npz", folder / f"{dataset}.json"
+    if not npz.exists():
+        raise SystemExit(f"error: {npz} is missing: run `dvc repro prepare@{dataset}` (or copy it from a machine "
+                         "that did) first")
+    with np.load(npz) as data:
+        return {k: data[k] for k in data.files}, json.loads(meta.read_text())
+
+
+def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: dict) -> dict:
+    import keras
+
+    from classic_cnns.backend import name as backend_name
+    from bench.speed import train_flops_per_image
+    from classic_cnns.evaluation import accuracy_and_loss
+    from classic_cnns.health import StopOnNonFiniteLoss
+    from classic_cnns.loop import Progress, train_epochs
+    from classic_cnns.recipe import build_compiled, seed_everything
+    from classic_cnns.tta import predict, tta_views
+
+    seed_everything(params.seed)
+    classes = len(meta["classes"])
+    x, y = arrays["x_train"], keras.utils.to_categorical(arrays["y_train"], classes)
+    validation = (arrays["x_val"].astype("float32"), keras.utils.to_categorical(arrays["y_val"], classes))
+    model = build_compiled(cfg, meta, -(-len(x) // cfg.batch_size))
+    progress = Progress(f"{name} [{backend_name()}]", cfg.epochs)
+    started = time.perf_counter()
+    train_epochs(model, x, y, cfg, params.seed, validation, callbacks=[StopOnNonFiniteLoss(name), progress],
+                 progress_bar=False)
+    train_seconds = time.perf_counter() - started
+    epochs = progress.history["epoch_seconds"]
+    steady = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
+    images_per_s = len(x) / steady
+    flops = train_flops_per_image(model) * images_per_s
+    peak = peaks["bfloat16" if cfg.mixed_precision else "float32"]
+
+    started = time.perf_counter()
+    x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"]
+    batch = params.evaluate.batch_size
+    single = model.predict(x_test, batch_size=batch, verbose=0)
+    views = tta_views(cfg, params.evaluate.test_time_augmentation.get(name, False))
+    probs = predict(model, arrays["x_test"], views, batch, centre=single) if len(views) > 1 else single
+    evaluate_seconds = time.perf_counter() - started
+    return {
+        "model": name, "backend": backend_name(), "epochs": len(epochs), "train_images": len(x),
+        "mixed_precision": cfg.mixed_precision, "train_seconds": round(train_seconds, 2),
+        "first_epoch_seconds": round(epochs[0], 2), "epoch_seconds": round(steady, 3),
+        "images_per_second": round(images_per_s, 1), "train_tflops": round(flops / 1e12, 2),
+        "peak_fraction": round(flops / peak, 4),
+        "final_val_accuracy": round(progress.history["val_accuracy"][-1], 4),
+        "test_accuracy_single_view": round(accuracy_and_loss(single, y_test)["accuracy"], 4),
+        "test_accuracy": round(accuracy_and_loss(probs, y_test)["accuracy"], 4), "test_views": len(views),
+        "evaluate_seconds": round(evaluate_seconds, 2),
+    }
+
+
+def deterministic(params, cfg, arrays: dict, meta: dict, images: int = 8192) -> bool:
+    """Two short trainings from the same seed give bit-identical weights."""
+    import keras
+
+    from classic_cnns.loop import train_epochs
+    from classic_cnns.recipe import build_compiled, seed_everything
+
+    cfg = dataclasses.replace(cfg, epochs=2)
+    x, y = arrays["x_train"][:images], keras.utils.to_categorical(arrays["y_train"][:images], len(meta["classes"]))
+    weights = []
+    for _ in range(2):
+        seed_everything(params.seed)
+        model = build_compiled(cfg, meta, -(-len(x) // cfg.batch_size))
+        train_epochs(model, x, y, cfg, params.seed, progress_bar=False)
+        weights.append([np.asarray(keras.ops.convert_to_numpy(v)) for v in model.weights])
+    return all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def diagnose(params, arrays: dict, meta: dict, steps: int | None) -> dict:
+    from classic_cnns.diagnostics import notebook_config, replay
+
+    d = params.diagnose if steps is None else dataclasses.replace(params.diagnose, steps=steps)
+    cfg = params.model(d.model)
+    started = time.perf_counter()
+    finals = {}
+    for label, recipe in {"recipe": cfg, "notebook": notebook_config(d.notebook, cfg)}.items():
+        rows, _ = replay(label, recipe, params.seed, d, arrays, meta)
+        finals[label] = round(rows[-1]["probe_accuracy"], 4)
+    return {"steps": d.steps, "seconds": round(time.perf_counter() - started, 2), "final_probe_accuracy": finals}
+
+
+def cpu_figures(name: str) -> dict:
+    """The committed CPU training's figures (the train stage's record of its last run)."""
+    for path in (ROOT / "reports/runs" / f"train-{name}.json", ROOT / "reports" / name / "training.json"):
+        if path.exists():
+            record = json.loads(path.read_text())
+            return {k: record.get(k) for k in ("train_seconds", "train_images_per_second", "device", "epochs")}
+    return {}
+
+
+def table(result: dict) -> str:
+    lines = [f"device: {result['device']} ({result['backend']} backend); matmul peak "
+             f"bf16 {result['peak_tflops']['bfloat16']:.0f} TFLOP/s, float32 {result['peak_tflops']['float32']:.0f}",
+             "| model | epochs | train s | epoch s | images/s | % peak | test acc (1 view) | test acc | "
+             "CPU train s | CPU images/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["models"]:
+        cpu = result["cpu"].get(r["model"], {})
+        lines.append(f"| {r['model']} | {r['epochs']} | {r['train_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
+                     f"{r['images_per_second']:,.0f} | {100 * r['peak_fraction']:.1f}% | "
+                     f"{100 * r['test_accuracy_single_view']:.2f}% | {100 * r['test_accuracy']:.2f}% "
+                     f"({r['test_views']} views) | {cpu.get('train_seconds', '-')} | "
+                     f"{cpu.get('train_images_per_second', '-')} |")
+    if result.get("diagnose"):
+        d = result["diagnose"]
+        lines.append(f"diagnose: {d['steps']} steps x 2 recipes in {d['seconds']:.1f} s; "
+                     f"final probe accuracy {d['final_probe_accuracy']}")
+    if "deterministic" in result:
+        lines.append(f"two seeded trainings bit-identical: {result['deterministic']}")
+    lines.append(f"total {result['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "data/prepared")
+    parser.add_argument("--models", nargs="+", help="models: entries to train (default: all)")
+    parser.add_argument("--epochs", type=int, help="instead of each model's epochs (a quick look)")
+    parser.add_argument("--images", type=int, help="at most this many images of each split (default: all)")
+    parser.add_argument("--diagnose-steps", type=int, help="instead of diagnose.steps")
+    parser.add_argument("--no-diagnose", action="store_true")
+    parser.add_argument("--no-determinism", action="store_true")
+    parser.add_argument("--peak-size", type=int, default=8192, help="matrix side of the peak measurement")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    from bench.speed import matmul_peak
+    from classic_cnns import environment
+    from classic_cnns.backend import name as backend_name
+
+    started = time.perf_counter()
+    params = load_params(ROOT / "params.yaml")
+    names = args.models or list(params.models)
+    peaks = {dtype: matmul_peak(dtype, n=args.peak_size) for dtype in ("bfloat16", "float32")}
+    result = {"device": environment.device(), "backend": backend_name(), "environment": environment.describe(),
+              "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()}, "models": [],
+              "cpu": {name: cpu_figures(name) for name in names}}
+    data = {}
+    for name in names:
+        cfg = params.model(name)
+        if args.epochs:
+            cfg = dataclasses.replace(cfg, epochs=args.epochs)
+        if cfg.dataset not in data:
+            data[cfg.dataset] = load_prepared(args.data, cfg.dataset)
+        arrays, meta = data[cfg.dataset]
+        if args.images:
+            arrays = {k: v[:args.images] for k, v in arrays.items()}
+        result["models"].append(train_and_evaluate(params, name, cfg, arrays, meta, peaks))
+        print(json.dumps(result["models"][-1]), flush=True)
+    if not args.no_determinism:
+        first = params.model(names[0])
+        result["deterministic"] = deterministic(params, first, *data[first.dataset])
+    if not args.no_diagnose:
+        d_cfg = params.model(params.diagnose.model)
+        if d_cfg.dataset not in data:
+            data[d_cfg.dataset] = load_prepared(args.data, d_cfg.dataset)
+        result["diagnose"] = diagnose(params, *data[d_cfg.dataset], args.diagnose_steps)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    out = args.out or ROOT / "bench/results" / f"device-{backend_name()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
