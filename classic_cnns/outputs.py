@@ -3,6 +3,7 @@ half-written: each is written to a temporary name beside it and renamed into pla
 A Keras model file is also made byte-stable: the same weights give the same bytes (and DVC hash)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -61,10 +62,10 @@ def _renumbered(config, ids: dict[int, int]):
     return config
 
 
-def save_keras_model(model, path: Path | str) -> None:
+def save_keras_model(model, path: Path | str) -> str:
     """model.save(path), atomically, without what makes two saves of the same model differ: the
     save date in metadata.json, the zip entries' modification times and the memory addresses used
-    as shared-object ids in config.json."""
+    as shared-object ids in config.json. Returns the file's sha256."""
     with atomic(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp) as src:
@@ -78,3 +79,12 @@ def save_keras_model(model, path: Path | str) -> None:
                 stable = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
                 stable.compress_type, stable.external_attr = info.compress_type, info.external_attr
                 dst.writestr(stable, data)
+        return sha256(tmp)
+
+
+def sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

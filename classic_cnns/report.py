@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classic_cnns import architectures, describe, figures, questions
+from classic_cnns import architectures, costs, describe, figures, questions
 from classic_cnns.data import PREPARED_DIR
 
 REPORTS_DIR = Path("reports")
@@ -31,13 +31,19 @@ def load_results(models: dict) -> dict[str, dict]:
         if missing:
             raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: run `dvc repro` "
                                     f"(train@{name} and evaluate@{name}) before the report")
+        unrecorded = [str(costs.path(stage, name)) for stage in ("train", "evaluate") if not costs.path(stage, name).exists()]
+        if unrecorded:
+            raise FileNotFoundError(f"{', '.join(unrecorded)} missing (the costs of the runs that made {folder}): restore "
+                                    f"them with `git checkout -- reports/costs`, or rerun `dvc repro -f train@{name} "
+                                    f"evaluate@{name}`")
         labels = {"class": str, "actual": str, "predicted": str}
         r = {
             "name": name,
             "config": cfg,
+            # the costs (wall times, speed, memory, device) of the runs that made them, where recorded
             "metrics": {**json.loads((folder / "metrics.json").read_text()),
-                        **json.loads((folder / "evaluation.json").read_text())},
-            "training": json.loads((folder / "training.json").read_text()),
+                        **json.loads((folder / "evaluation.json").read_text()), **costs.read("evaluate", name)},
+            "training": {**json.loads((folder / "training.json").read_text()), **costs.read("train", name)},
             "history": pd.read_csv(folder / "history.csv"),
             "architecture": pd.read_csv(folder / "architecture.csv", keep_default_na=False),
             "per_class": pd.read_csv(folder / "per_class.csv", dtype=labels),

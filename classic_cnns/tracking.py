@@ -212,6 +212,18 @@ def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_i
     return run
 
 
+MODEL_SHA_TAG = "model_sha256"
+
+
+def training_run_of(experiment: str, model_sha256: str):
+    """The newest run of `experiment` that trained this model file (byte for byte), or None: the
+    model files are written byte-stable, so the file names its run without a run id on disk."""
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="list", max_results=1,
+                               filter_string=f"tags.{MODEL_SHA_TAG} = '{model_sha256}'",
+                               order_by=["attributes.start_time DESC"])
+    return found[0] if found else None
+
+
 def log_keras_model(model) -> None:
     """The model as the run's `model` artifact, with a signature and the packages it needs."""
     import numpy as np

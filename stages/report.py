@@ -5,7 +5,6 @@ reports/report.html, built only from the files the other stages wrote (classic_c
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -33,9 +32,9 @@ def main(argv: list[str]) -> int:
     with tracking.failures_named(tracking.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):
         mlflow.set_tags({**tracking.run_tags(), "kind": "report"})
         for name in params.models:
-            run_file = Path("models") / name / "run.json"
-            if run_file.exists():
-                mlflow.set_tag(f"run_id.{name}", json.loads(run_file.read_text())["run_id"])
+            trained = tracking.training_run_of(params.mlflow.experiment, outputs.sha256(Path("models") / name / "model.keras"))
+            if trained:
+                mlflow.set_tag(f"run_id.{name}", trained.info.run_id)
         mlflow.log_artifact(str(md), artifact_path="report")
         mlflow.log_artifact(str(page), artifact_path="report")
         mlflow.log_artifacts(str(figures.FIGURES), artifact_path="report/figures")

@@ -2,9 +2,11 @@
 
     python -m stages.train lenet5
 
-Reads data/prepared/<dataset>.npz; writes models/<name>/model.keras and run.json (the MLflow run,
-which `evaluate` adds to), reports/<name>/history.csv (per-epoch loss and accuracy, a DVC plot),
-architecture.csv (the layer table) and training.json (epochs, time, throughput, device).
+Reads data/prepared/<dataset>.npz; writes models/<name>/model.keras (byte-stable: its sha256 tags
+the MLflow run, which `evaluate` finds by it and adds to), reports/<name>/history.csv (per-epoch
+loss and accuracy, a DVC plot), architecture.csv (the layer table) and training.json (epochs,
+final accuracies, parameters); the wall times, throughput, memory and device go to
+reports/costs/train-<name>.json, which DVC does not hash (classic_cnns/costs.py).
 
 Every epoch is checkpointed to checkpoints/<name>/, so a killed run rerun with `dvc repro`
 continues from its last finished epoch, in the same MLflow run (each epoch logged once), and ends
@@ -19,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import keras
 import mlflow
 import pandas as pd
 
-from classic_cnns import environment, loop, outputs, tracking
+from classic_cnns import costs, environment, loop, outputs, tracking
 from classic_cnns.checkpoint import Checkpoint, EveryEpoch, fingerprint
 from classic_cnns.errors import run_stage
 from classic_cnns.data import load_split
@@ -92,26 +96,34 @@ def train(params, name: str) -> dict:
 
 
 def write_outputs(name: str, model, progress, best, n_train: int, run_id: str) -> dict:
-    """Log the model and its summary to the active run, then write the stage's outputs (each to a
-    temporary name first, so a failure leaves none half-written)."""
+    """Log the model, its summary and costs to the active run, then write the stage's outputs (each
+    to a temporary name first, so a failure leaves none half-written). The outputs DVC hashes hold
+    only what code, params and data decide; wall times and the machine go to classic_cnns.costs."""
     out_dir, report_dir = Path("models") / name, Path("reports") / name
     history = progress.history
-    history_frame = pd.DataFrame({"epoch": range(1, progress.epochs + 1), **history})
-    summary = {"train_seconds": round(progress.seconds, 2), "epochs": progress.epochs,
-               "train_images_per_second": round(n_train * progress.epochs / progress.seconds, 1),
-               "final_train_accuracy": history["accuracy"][-1], "final_val_accuracy": history["val_accuracy"][-1],
-               "parameters": int(model.count_params()), "device": environment.device(), **environment.peak_memory_mb()}
+    learned = {k: v for k, v in history.items() if k != "epoch_seconds"}
+    history_frame = pd.DataFrame({"epoch": range(1, progress.epochs + 1), **learned})
+    summary = {"epochs": progress.epochs, "final_train_accuracy": history["accuracy"][-1],
+               "final_val_accuracy": history["val_accuracy"][-1], "parameters": int(model.count_params())}
     if best:
         summary.update(best_epoch=best.best_epoch, stopped_early=best.stopped)
+    cost = {"train_seconds": round(progress.seconds, 2),
+            "train_images_per_second": round(n_train * progress.epochs / progress.seconds, 1),
+            "epoch_seconds": [round(s, 2) for s in history.get("epoch_seconds", [])],
+            "device": environment.device(), "keras_backend": keras.backend.backend(), **environment.peak_memory_mb()}
     tracking.log_keras_model(model)
-    mlflow.log_text(history_frame.to_csv(index=False), "history.csv")
-    mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    outputs.save_keras_model(model, out_dir / "model.keras")
+    mlflow.log_text(history_frame.assign(epoch_seconds=history.get("epoch_seconds")).to_csv(index=False), "history.csv")
+    mlflow.log_metrics({k: v for k, v in {**summary, **cost}.items() if isinstance(v, (int, float))})
+    with tempfile.TemporaryDirectory() as tmp:  # its sha256 tags the run: evaluate finds the run by the file
+        sha = outputs.save_keras_model(model, Path(tmp) / "model.keras")
+        mlflow.set_tag(tracking.MODEL_SHA_TAG, sha)
+        with outputs.atomic(out_dir / "model.keras") as final:
+            shutil.copyfile(Path(tmp) / "model.keras", final)
     outputs.write_csv(history_frame, report_dir / "history.csv", index=False)
     outputs.write_csv(layer_table(model), report_dir / "architecture.csv", index=False)
     outputs.write_json(report_dir / "training.json", summary)
-    outputs.write_json(out_dir / "run.json", {"run_id": run_id, "tracking_uri": tracking.tracking_uri()})
-    return summary
+    costs.write("train", name, cost)
+    return {**summary, **cost}
 
 
 def main(argv: list[str]) -> int:

@@ -25,7 +25,7 @@ EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
 STAGE_OUTPUTS = [
     "data/raw/mnist/provenance.json", "data/raw/cifar10/cifar-10-python.tar.gz",
     "data/prepared/mnist.npz", "data/prepared/cifar10.json",
-    "models/lenet5/model.keras", "models/alexnet/run.json",
+    "models/lenet5/model.keras", "reports/costs/train-alexnet.json", "reports/costs/evaluate-lenet5.json",
     "reports/lenet5/history.csv", "reports/alexnet/training.json", "reports/lenet5/metrics.json",
     "reports/alexnet/predictions.csv", "reports/report.md", "reports/report.html",
     "reports/figures/lenet5-learning-curves.png", "reports/figures/alexnet-confusion.png",

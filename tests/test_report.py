@@ -41,13 +41,16 @@ def write_fixture_outputs(root, accuracies):
         pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "accuracy": [0.6, 0.8], "val_loss": [1.1, 0.6],
                       "val_accuracy": [0.55, 0.75]}).to_csv(out / "history.csv", index=False)
         (out / "training.json").write_text(json.dumps({
-            "train_seconds": 12.5, "epochs": 2, "train_images_per_second": 160.0, "final_train_accuracy": 0.8,
-            "final_val_accuracy": 0.75, "parameters": model.count_params(), "device": "CPU: fixture"}))
+            "epochs": 2, "final_train_accuracy": 0.8, "final_val_accuracy": 0.75, "parameters": model.count_params()}))
+        (root / "reports/costs").mkdir(exist_ok=True)
+        (root / f"reports/costs/train-{name}.json").write_text(json.dumps({
+            "train_seconds": 12.5, "train_images_per_second": 160.0, "device": "CPU: fixture"}))
+        (root / f"reports/costs/evaluate-{name}.json").write_text(json.dumps({
+            "inference_images_per_second": 1000.0, "latency_ms_per_image": 1.5, "device": "CPU: fixture"}))
         (out / "metrics.json").write_text(json.dumps({
             "test_accuracy": accuracies[name], "test_loss": 0.5, "test_macro_f1": 0.7}))
         (out / "evaluation.json").write_text(json.dumps({
-            "test_images": 40, "inference_images_per_second": 1000.0, "inference_batch_size": 64, "latency_ms_per_image": 1.5,
-            "model_size_mb": 3.0}))
+            "test_images": 40, "inference_batch_size": 64, "model_size_mb": 3.0}))
         classes = CLASSES[cfg.dataset]
         predicted = y_test.copy()
         predicted[:4] = (predicted[:4] + 1) % 10
