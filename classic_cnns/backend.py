@@ -83,7 +83,9 @@ def kernel_gradient_norms(model, x, y) -> dict[str, float]:
         with tf.GradientTape() as tape:
             loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
         grads = tape.gradient(loss, [k.value for k in kernels.values()])
-    elif backend == "jax":
+        return {layer: float(tf.norm(tf.cast(g, tf.float32))) if g is not None else 0.0
+                for layer, g in zip(kernels, grads)}
+    if backend == "jax":
         import jax
 
         trainable = [v.value for v in model.trainable_variables]

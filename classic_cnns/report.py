@@ -18,6 +18,7 @@ from classic_cnns.data import PREPARED_DIR
 
 REPORTS_DIR = Path("reports")
 MODELS_DIR = Path("models")
+BENCH_RESULTS = Path("bench/results")  # the device check's GPU runs (bench/device.py)
 OUTPUTS = ("metrics.json", "evaluation.json", "training.json", "history.csv", "architecture.csv", "per_class.csv", "confusion.csv",
            "predictions.csv")
 
@@ -175,6 +176,7 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
     if alexnets:
         blocks += architectures.comparison_blocks(alexnets[0])
     blocks += questions.diagnostics_blocks(diagnostics_dir)
+    blocks += questions.gpu_blocks(results, BENCH_RESULTS)
     blocks += [("h2", "The notebook's claims"),
                ("p", "Whether ReLU trains faster than tanh, dropout prevents overfitting, max pooling beats "
                      "average pooling, LeNet-5 lacks the capacity for CIFAR-10 and large first kernels help "

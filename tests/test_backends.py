@@ -38,7 +38,7 @@ def test_dvc_repro_on_jax_and_a_rerun_leaves_dvc_status_clean(project, monkeypat
     again = run(["dvc", "repro", "--force", "--single-item", "train@lenet5", "evaluate@lenet5"], project)
     assert ran(again.stdout) == {"train@lenet5", "evaluate@lenet5"}
     assert (project / "dvc.lock").read_text() == lock
-    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout  # the default pipeline (not the grid)
     runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'",
                               order_by=["attributes.start_time DESC"])
     assert len(runs) == 2 and "test_accuracy" in runs[0].data.metrics  # the newest of the two identical models

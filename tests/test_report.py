@@ -98,6 +98,8 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     assert "lenet5: lenet5" not in md
     # AlexNet for ImageNet, from built models, beside the trained adaptation
     assert "## AlexNet for ImageNet and for 32x32 images" in md
+    assert "Did GPUs matter" not in md  # no GPU run recorded: no section
+
     assert "60,965,224 parameters" in md and "25,678,184 parameters" in md
     assert "| pool3 | 6x6x256, 0 | 1x1x256, 0 | 1x1x256, 0 |" in md
     assert "/copies/" not in md  # a local copy is named by its sha256, not a machine's path
@@ -116,6 +118,18 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     assert report.main([]) == 0
     md = (fixture_root / "reports/report.md").read_text()
     assert "43.21% (of 40 images); averaged over 10 views of each image (test-time augmentation), single view 41.23%" in md
+
+    assert "Did GPUs matter" not in md  # no GPU run recorded: no such section
+
+    # the device check's GPU runs (bench/results/) beside the CPU trainings
+    (fixture_root / "bench/results").mkdir(parents=True)
+    (fixture_root / "bench/results/device-jax.json").write_text(json.dumps({"device": "GPU: Fixture 1", "models": [
+        {"model": "alexnet", "backend": "jax", "epochs": 2, "epoch_seconds": 0.5, "images_per_second": 3200.0,
+         "peak_fraction": 0.12, "train_seconds": 3.0, "test_accuracy": 0.9, "test_views": 10}]}))
+    assert report.main([]) == 0
+    md = (fixture_root / "reports/report.md").read_text()
+    assert "## Did GPUs matter?" in md and "20x the CPU's images per second" in md  # 3200 / 160
+    assert "| GPU: Fixture 1 | jax | 2 | 0.50 | 3,200 | 12.0% | 3 s | 90.00% (10 views) |" in md
 
 
 def test_missing_inputs_name_the_stage_to_run(fixture_root):
