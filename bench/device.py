@@ -4,6 +4,7 @@ machine's own matmul peak, printed beside the committed CPU figures.
 
     python -m bench.device                       # everything, params.yaml as it is
     python -m bench.device --models lenet5 --epochs 2 --images 2000 --no-diagnose   # a quick look
+    python -m bench.device --grid 4              # the claims grid at full size, 4 cells at a time
 
 Runs without DVC and MLflow (a GPU machine often has neither): reads data/prepared/<dataset>.npz
 (`dvc repro prepare@mnist prepare@cifar10`, or copied from a machine that ran them) and writes one
@@ -121,13 +122,58 @@ def diagnose(params, arrays: dict, meta: dict, steps: int | None) -> dict:
     return {"steps": d.steps, "seconds": round(time.perf_counter() - started, 2), "final_probe_accuracy": finals}
 
 
+def full_size_params(params, epochs: int | None, images: int | None):
+    """params with the full-size grid's budget, shrunk by --epochs / --images for a quick look."""
+    from classic_cnns.params import Budget
+
+    full = params.ablations.full_size
+    shrunk = Budget(epochs=epochs or full.epochs, train_limit=images or full.train_limit,
+                    val_limit=images or full.val_limit, test_limit=images or full.test_limit)
+    return dataclasses.replace(params, ablations=dataclasses.replace(params.ablations, full_size=shrunk))
+
+
+def run_grid(params, workers: int, deadline_s: float | None, passed: list[str], variants: list[str] | None = None) -> dict:
+    """The claims grid at full size (params.yaml ablations.full_size), `workers` cells at a time on
+    the one device (each its own process), the longest first; writes ablations/results-full/.
+    Cells already there are kept; after `deadline_s`, no new cell starts."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from classic_cnns import grid
+
+    cells = [(v, s) for v in variants or params.ablations.variants for s in params.ablations.seeds]
+    todo = [c for c in cells if not grid.result_path(*c, "full").exists()]
+    todo.sort(key=lambda c: params.ablations.model(params, c[0], "full").architecture != "alexnet")
+    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / workers:.2f}", "PYTHONUNBUFFERED": "1",
+           grid.CONCURRENT_ENV: str(workers)}
+    started = time.perf_counter()
+
+    def one(cell: tuple[str, int]) -> str:
+        if deadline_s and time.perf_counter() - started > deadline_s:
+            return "not started (deadline)"
+        done = subprocess.run([sys.executable, "-m", "bench.device", "--cell", cell[0], str(cell[1]), *passed],
+                              env=env, capture_output=True, text=True)
+        last = (done.stdout.strip().splitlines() or [""])[-1]
+        print(f"{cell[0]} seed {cell[1]}: {last if done.returncode == 0 else done.stderr[-2000:]}", flush=True)
+        return "done" if done.returncode == 0 else "failed"
+
+    with ThreadPoolExecutor(workers) as pool:
+        states = dict(zip(todo, pool.map(one, todo)))
+    ran = [c for c, state in states.items() if state == "done"]
+    return {"cells": len(cells), "ran": len(ran), "already_there": len(cells) - len(todo),
+            "not_run": sorted(f"{v} seed {s}: {state}" for (v, s), state in states.items() if state != "done"),
+            "workers": workers, "seconds": round(time.perf_counter() - started, 1), "budget": dataclasses.asdict(
+                params.ablations.full_size)}
+
+
 def cpu_figures(name: str) -> dict:
     """The committed CPU training's figures (the train stage's record of its last run)."""
-    for path in (ROOT / "reports/runs" / f"train-{name}.json", ROOT / "reports" / name / "training.json"):
-        if path.exists():
-            record = json.loads(path.read_text())
-            return {k: record.get(k) for k in ("train_seconds", "train_images_per_second", "device", "epochs")}
-    return {}
+    from classic_cnns import costs
+
+    path = ROOT / costs.path("train", name)
+    record = json.loads(path.read_text()) if path.exists() else {}
+    return {k: record[k] for k in ("train_seconds", "train_images_per_second", "device") if k in record}
 
 
 def table(result: dict) -> str:
@@ -163,7 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-determinism", action="store_true")
     parser.add_argument("--peak-size", type=int, default=8192, help="matrix side of the peak measurement")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--grid", type=int, metavar="WORKERS", help="instead: the claims grid at full size, "
+                        "WORKERS cells at a time (results in ablations/results-full/)")
+    parser.add_argument("--variants", nargs="+", help="--grid: only these variants (default: all)")
+    parser.add_argument("--deadline", type=float, help="--grid: start no cell after this many seconds")
+    parser.add_argument("--cell", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.cell or args.grid:
+        from classic_cnns import grid, outputs
+
+        params = full_size_params(load_params(ROOT / "params.yaml"), args.epochs, args.images)
+        if args.cell:
+            variant, seed = args.cell[0], int(args.cell[1])
+            result = grid.train_cell(params, variant, seed, "full")
+            outputs.write_json(grid.result_path(variant, seed, "full"), result, default=float)
+            return 0
+        passed = [*(["--epochs", str(args.epochs)] if args.epochs else []),
+                  *(["--images", str(args.images)] if args.images else [])]
+        summary = run_grid(params, args.grid, args.deadline, passed, args.variants)
+        print(json.dumps(summary, indent=2), flush=True)
+        return 0 if not summary["not_run"] else 1
 
     from bench.speed import matmul_peak
     from classic_cnns import environment

@@ -9,27 +9,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from classic_cnns import environment, evaluation, loop, outputs, tracking
+from classic_cnns import environment, evaluation, loop, outputs
 from classic_cnns.checkpoint import fingerprint
 from classic_cnns.claims import CLAIMS
 from classic_cnns.data import load_split
 from classic_cnns.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
 from classic_cnns.recipe import build_compiled, seed_everything
 
-RESULTS_DIR = Path("ablations/results")
+RESULTS_DIR = Path("ablations/results")  # the quick grid's cells (stage `cell`)
+FULL_RESULTS_DIR = Path("ablations/results-full")  # the full-size grid's (bench/device.py --grid)
 PARENT_TAG = "ablation_grid"
+CONCURRENT_ENV = "CLASSIC_CNNS_CONCURRENT_CELLS"  # set by bench/device.py --grid: cells sharing the device
+SIZES = ("quick", "full")
 
 
-def result_path(variant: str, seed: int) -> Path:
-    return RESULTS_DIR / f"{variant}-seed{seed}.json"
+def result_path(variant: str, seed: int, size: str = "quick") -> Path:
+    return (FULL_RESULTS_DIR if size == "full" else RESULTS_DIR) / f"{variant}-seed{seed}.json"
 
 
-def budget(params) -> dict:
-    a = params.ablations
+def budget(params, size: str = "quick") -> dict:
+    a = params.ablations.full_size if size == "full" else params.ablations
     return {"epochs": a.epochs, "train_limit": a.train_limit, "val_limit": a.val_limit, "test_limit": a.test_limit}
 
 
@@ -42,6 +46,8 @@ def grid_id(params) -> str:
 
 def parent_run_id(params) -> str:
     """The grid's parent run: found by its tag, created by the first cell that needs it."""
+    from classic_cnns import tracking  # MLflow: not needed by train_cell
+
     import mlflow
 
     tracking.use_store(params.mlflow.experiment)
@@ -92,22 +98,61 @@ def claim_groups(variant: str) -> list[str]:
     return sorted({c.group for c in CLAIMS if variant in c.contrast})
 
 
-def run_cell(params, variant: str, seed: int) -> dict:
-    """Train and score one cell; write its result file; log it as a child of the grid's run."""
+def train_cell(params, variant: str, seed: int, size: str = "quick", callbacks=lambda progress: []) -> dict:
+    """Train and score one cell at the budget `size` names; its result (no MLflow needed: the
+    device check runs the full-size grid this way). `callbacks(progress)`: more Keras callbacks."""
     import keras
-    import mlflow
 
-    cfg = params.ablations.model(params, variant)
+    cfg = params.ablations.model(params, variant, size)
     seed_everything(seed)
     arrays, meta = load_split(cfg.dataset)
-    data = subset(arrays, budget(params), seed)
+    spent = budget(params, size)
+    data = subset(arrays, spent, seed)
     classes = len(meta["classes"])
     onehot = lambda y: keras.utils.to_categorical(y, classes)  # noqa: E731
     model = build_compiled(cfg, meta, math.ceil(len(data["x_train"]) / cfg.batch_size))
     name = f"{variant} (seed {seed})"
     print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(data['x_train'])} training "
           f"images, {cfg.epochs} epochs, {model.count_params():,} parameters", flush=True)
+    progress = loop.Progress(name, cfg.epochs)
+    outcome, failed_at = "learned", None
+    try:
+        loop.train_epochs(model, data["x_train"], onehot(data["y_train"]), cfg, seed,
+                          (data["x_val"].astype("float32"), onehot(data["y_val"])), progress_bar=False,
+                          callbacks=[StopOnNonFiniteLoss(variant), progress, *callbacks(progress),
+                                     LearningCheck(variant, params.health, classes)])
+    except TrainingFailed as failure:
+        outcome, failed_at = failure.reason, failure.epoch
+        print(f"{name}: {failure} -- recorded as this cell's outcome", flush=True)
+    batch = params.evaluate.batch_size
+    test = evaluation.accuracy_and_loss(model.predict(data["x_test"].astype("float32"), batch_size=batch,
+                                                      verbose=0), data["y_test"])
+    train = evaluation.accuracy_and_loss(model.predict(data["x_train"].astype("float32"), batch_size=batch,
+                                                       verbose=0), data["y_train"])
+    history = {k: v for k, v in progress.history.items() if k != "epoch_seconds"}
+    print(f"{name}: {outcome}; test accuracy {test['accuracy']:.4f}, {progress.seconds:.0f} s", flush=True)
+    return {
+        "variant": variant, "seed": seed, "budget": size, **{f"budget_{k}": v for k, v in spent.items()},
+        "outcome": outcome, "failure_epoch": failed_at,
+        "epochs_run": progress.epochs, **measures(history, cfg.epochs, train["accuracy"], test),
+        "train_seconds": round(progress.seconds, 2), "parameters": int(model.count_params()),
+        "train_images": len(data["x_train"]), "test_images": len(data["x_test"]),
+        "dataset_official": meta["provenance"]["official"], "dataset_title": meta["provenance"]["title"],
+        "device": environment.device(), "concurrent_cells": int(os.environ.get(CONCURRENT_ENV, "1")),
+        "history": history,
+    }
 
+
+def run_cell(params, variant: str, seed: int) -> dict:
+    """Train and score one cell of the quick grid; write its result file; log it as a child of the
+    grid's MLflow run."""
+    from classic_cnns import tracking  # MLflow: not needed by train_cell
+
+    import mlflow
+
+    cfg = params.ablations.model(params, variant)
+    seed_everything(seed)
+    _, meta = load_split(cfg.dataset)
     parent = parent_run_id(params)
     run = mlflow.start_run(run_name=f"{variant}-seed{seed}", tags={
         "mlflow.parentRunId": parent, "ablation_variant": variant, "ablation_groups": ",".join(claim_groups(variant)),
@@ -115,59 +160,50 @@ def run_cell(params, variant: str, seed: int) -> dict:
         "architecture": cfg.architecture, **tracking.dataset_tags(meta)})
     mlflow.log_params({**{f"model.{k}": v for k, v in dataclasses.asdict(cfg).items()},
                        **{f"ablations.{k}": v for k, v in budget(params).items()}, "seed": seed})
-    progress = loop.Progress(name, cfg.epochs)
-    logger = loop.EpochLogger(name, progress, run.info.run_id)
-    outcome = "learned"
+    loggers = []
+
+    def log_epochs(progress):
+        loggers.append(loop.EpochLogger(f"{variant} (seed {seed})", progress, run.info.run_id))
+        return loggers
+
     try:
-        try:
-            loop.train_epochs(model, data["x_train"], onehot(data["y_train"]), cfg, seed,
-                              (data["x_val"].astype("float32"), onehot(data["y_val"])), progress_bar=False,
-                              callbacks=[StopOnNonFiniteLoss(variant), progress, logger,
-                                         LearningCheck(variant, params.health, classes)])
-        except TrainingFailed as failure:
-            outcome = failure.reason
-            mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch)})
-            print(f"{name}: {failure} -- recorded as this cell's outcome", flush=True)
-        batch = params.evaluate.batch_size
-        test = evaluation.accuracy_and_loss(model.predict(data["x_test"].astype("float32"), batch_size=batch,
-                                                          verbose=0), data["y_test"])
-        train = evaluation.accuracy_and_loss(model.predict(data["x_train"].astype("float32"), batch_size=batch,
-                                                           verbose=0), data["y_train"])
-        history = {k: v for k, v in progress.history.items() if k != "epoch_seconds"}
-        result = {
-            "variant": variant, "seed": seed, "outcome": outcome, "epochs_run": progress.epochs,
-            **measures(history, cfg.epochs, train["accuracy"], test),
-            "train_seconds": round(progress.seconds, 2), "parameters": int(model.count_params()),
-            "train_images": len(data["x_train"]), "test_images": len(data["x_test"]),
-            "dataset_official": meta["provenance"]["official"], "dataset_title": meta["provenance"]["title"],
-            "device": environment.device(), "mlflow_run_id": run.info.run_id,
-            "history": history,
-        }
-        logger.flush()
+        result = train_cell(params, variant, seed, callbacks=log_epochs)
+        result["mlflow_run_id"] = run.info.run_id
+        if result["outcome"] != "learned":
+            mlflow.set_tags({"failure_reason": result["outcome"], "failure_epoch": str(result["failure_epoch"])})
+        loggers[0].flush()
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
         outputs.write_json(result_path(variant, seed), result, default=float)
     except BaseException as exc:
         tracking.end_run(tracking.interrupted_status(exc))
         raise
-    mlflow.end_run(status="FINISHED" if outcome == "learned" else "FAILED")
-    print(f"{name}: {outcome}; test accuracy {result['test_accuracy']:.4f}, {progress.seconds:.0f} s", flush=True)
+    mlflow.end_run(status="FINISHED" if result["outcome"] == "learned" else "FAILED")
     return result
 
 
+def cells_budget(params, cells, size: str) -> dict:
+    """The budget the cells ran at, as they recorded it (else as params.yaml says)."""
+    keys = ("epochs", "train_limit", "val_limit", "test_limit")
+    if len(cells) and all(f"budget_{k}" in cells for k in keys):
+        return {k: int(cells[f"budget_{k}"].iloc[0]) for k in keys}
+    return budget(params, size)
 
-def load_cells(params):
-    """One row per (variant, seed) of params.yaml's grid; a missing result is an error naming the stage."""
+
+def load_cells(params, size: str = "quick"):
+    """One row per (variant, seed) of params.yaml's grid at the budget `size` names. The quick
+    grid's results must all be there (else an error naming the stages to run); of the full-size
+    grid, whatever cells were run."""
     import pandas as pd
 
     rows, missing = [], []
     for variant in params.ablations.variants:
         for seed in params.ablations.seeds:
-            path = result_path(variant, seed)
+            path = result_path(variant, seed, size)
             if not path.exists():
                 missing.append(f"cell@{variant}-{seed}")
                 continue
             rows.append({k: v for k, v in json.loads(path.read_text()).items() if k != "history"})
-    if missing:
+    if missing and size == "quick":
         raise FileNotFoundError(f"no results for {', '.join(missing)}: run `dvc repro ablations/dvc.yaml`")
     return pd.DataFrame(rows)
 

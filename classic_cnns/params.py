@@ -124,6 +124,15 @@ class Diagnose(Section):
 
 
 @dataclass(frozen=True)
+class Budget(Section):
+    """What each cell of the grid trains on: epochs, and training/validation/test images (0 = all)."""
+    epochs: int = field(default=30, metadata={"min": 1, "max": 10000})
+    train_limit: int = field(default=0, metadata={"min": 0})
+    val_limit: int = field(default=0, metadata={"min": 0})
+    test_limit: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
 class Ablations(Section):
     """The claims grid (ablations/dvc.yaml): each variant is a models entry (`base`) with some
     knobs changed, trained once per seed at this budget (epochs, training/validation/test images)
@@ -134,6 +143,8 @@ class Ablations(Section):
     val_limit: int = field(default=2000, metadata={"min": 0})  # 0 = the whole validation split
     test_limit: int = field(default=0, metadata={"min": 0})  # 0 = the whole test set
     variants: dict[str, dict] = field(default_factory=dict)
+    # the same grid at full size, for a GPU (bench/device.py --grid): results in ablations/results-full/
+    full_size: Budget = field(default_factory=Budget)
 
     def changes(self, variant: str) -> dict:
         """The variant's entry as written: its base and the knobs it changes."""
@@ -143,14 +154,16 @@ class Ablations(Section):
             _record(f"{key}.{knob}")
         return dict(self.variants[variant])
 
-    def model(self, params: "Params", variant: str) -> Model:
-        """The variant's full, validated recipe: its base model's, its changes, this budget's epochs."""
+    def model(self, params: "Params", variant: str, size: str = "quick") -> Model:
+        """The variant's full, validated recipe: its base model's, its changes, the epochs of the
+        budget `size` names (quick: this section's; full: full_size's)."""
         key = f"ablations.variants.{variant}"
         changes = self.changes(variant)
         base = changes.pop("base", None)
         _check("epochs" not in changes, f"{key}.epochs", "is set by the grid's budget; remove it here")
         _check(base in params.models, f"{key}.base", f"must name an entry of 'models' ({', '.join(params.models)})")
-        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": self.epochs}
+        epochs = self.full_size.epochs if size == "full" else self.epochs
+        raw = {**dataclasses.asdict(params.models[base]), **changes, "epochs": epochs}
         return _build(Model, raw, key, trace=False)
 
 

@@ -4,7 +4,8 @@ mean ± std over seeds, the 95% confidence interval of the difference and a verd
 
     python -m stages.claims
 
-Reads ablations/results/<variant>-seed<seed>.json (stage `cell`); writes reports/claims.md,
+Reads ablations/results/<variant>-seed<seed>.json (stage `cell`) and, where the full-size grid has
+run (bench/device.py --grid), ablations/results-full/; writes reports/claims.md,
 reports/claims.html (self-contained) and ablations/claims.json, logs them to the grid's parent
 MLflow run and marks it finished.
 """
@@ -25,18 +26,24 @@ REPORT_MD, REPORT_HTML = Path("reports/claims.md"), Path("reports/claims.html")
 def main(argv: list[str]) -> int:
     params = load_or_exit()
     try:
-        cells = grid.load_cells(params)
+        cells = {"quick": grid.load_cells(params)}
     except FileNotFoundError as exc:
         print(f"error: claims: {exc}", file=sys.stderr)
         return 1
-    table = claims.claims_table(cells)
-    outputs.write_json(CLAIMS_JSON, json.loads(table.to_json(orient="records")))
-    doc = claims.blocks(table, cells, params.ablations)
+    full = grid.load_cells(params, "full")
+    if len(full):
+        cells = {"full": full, **cells}
+    budgets = {size: (claims.claims_table(c), c, grid.cells_budget(params, c, size)) for size, c in cells.items()}
+    table = budgets["quick"][0]
+    records = [{"budget": size, **r} for size, (t, _, _) in budgets.items() for r in json.loads(t.to_json(orient="records"))]
+    outputs.write_json(CLAIMS_JSON, records)
+    doc = claims.blocks(budgets, params.ablations)
     outputs.write_text(REPORT_MD, render.to_markdown(doc, REPORT_MD.parent))
     outputs.write_text(REPORT_HTML, render.to_html(doc, "The notebook's claims, measured"))
     grid.log_claims(params, table, [CLAIMS_JSON, REPORT_MD, REPORT_HTML])
-    for r in table.itertuples():
-        print(f"{r.verdict:>12}  {100 * r.difference:+5.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]  {r.claim}")
+    for size, (t, _, _) in budgets.items():
+        for r in t.itertuples():
+            print(f"{size:>5} {r.verdict:>12}  {100 * r.difference:+5.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]  {r.claim}")
     return 0
 
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "classic_cnns", "bench/results", "dvc.yaml", "ablations/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["stages", "classic_cnns", "bench", "dvc.yaml", "ablations/dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
 
 
 def _images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -140,6 +140,7 @@ def project(tmp_path, fixture_data, serve, monkeypatch):
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
+    (root / "ablations/results-full").mkdir()  # the full-size grid's results: none yet
     params = yaml.safe_load((root / "params.yaml").read_text())
     params.update(TINY_PARAMS)
     for model in params["models"].values():

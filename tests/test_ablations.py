@@ -3,6 +3,7 @@ and intervals on synthetic results, and a tiny grid runs end to end through `dvc
 import json
 import math
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -180,3 +181,18 @@ def test_a_tiny_grid_runs_end_to_end(project, tmp_path, monkeypatch):
 
     again = run(["dvc", "repro", "ablations/dvc.yaml"], project)
     assert "Running stage" not in again.stdout
+
+    # the full-size grid (a GPU machine's job: bench/device.py --grid; here 1 epoch on 120 images, no
+    # MLflow): the claims then lead with its verdicts, each section naming its budget
+    grid_run = run([sys.executable, "-m", "bench.device", "--grid", "2", "--variants", "lenet5-tanh-avg",
+                    "lenet5-tanh-max", "--epochs", "1", "--images", "120"], project)
+    assert '"ran": 4' in grid_run.stdout
+    full_cell = json.loads((project / "ablations/results-full/lenet5-tanh-max-seed2.json").read_text())
+    assert full_cell["budget"] == "full" and full_cell["train_images"] == 120 and full_cell["epochs_run"] == 1
+    third = run(["dvc", "repro", "ablations/dvc.yaml"], project)
+    assert set(re.findall(r"Running stage '([^']+)'", third.stdout)) == {"ablations/dvc.yaml:claims"}
+    claims = json.loads((project / "ablations/claims.json").read_text())
+    assert sorted(c["budget"] for c in claims if "tanh LeNet-5" in c["claim"]) == ["full", "quick"]
+    md = (project / "reports/claims.md").read_text()
+    assert md.index("## At full size (GPU)") < md.index("## Quick check (small budget, CPU)")
+    assert "for 1 epoch on 120 training images" in md

@@ -44,8 +44,9 @@ def test_dvc_repro_on_jax_and_a_rerun_leaves_dvc_status_clean(project, monkeypat
     assert len(runs) == 2 and "test_accuracy" in runs[0].data.metrics  # the newest of the two identical models
 
     # A model trained against another store (e.g. fetched with `dvc pull`): evaluate logs it in a run of its own
-    (project / "mlflow.db").unlink()
-    run(["dvc", "repro", "--force", "--single-item", "evaluate@lenet5"], project)
+    other = f"sqlite:///{project / 'other.db'}"
+    run(["dvc", "repro", "--force", "--single-item", "evaluate@lenet5"], project, env={"MLFLOW_TRACKING_URI": other})
+    client = MlflowClient(tracking_uri=other)
     experiment = client.get_experiment_by_name("classic-cnns")
     (elsewhere,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
     assert elsewhere.data.tags["trained_elsewhere"] == "true" and "test_accuracy" in elsewhere.data.metrics

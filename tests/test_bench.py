@@ -27,3 +27,22 @@ def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
         assert part in out
     step = next(line for line in out.splitlines() if line.strip().startswith("whole train step"))
     assert float(step.split()[3]) > 0 and step.split()[4] == "100%"
+
+
+def test_the_device_check_trains_evaluates_and_checks_determinism(project, tmp_path):
+    """bench/device.py (what bench/device.sh runs on a GPU machine), on CPU and tiny data."""
+    import json
+
+    from tests.conftest import run
+
+    run(["dvc", "repro", "prepare@mnist"], project)
+    out = tmp_path / "device.json"
+    result = run([sys.executable, "-m", "bench.device", "--models", "lenet5", "--epochs", "2", "--no-diagnose",
+                  "--peak-size", "64", "--out", str(out)], project)
+    record = json.loads(out.read_text())
+    (lenet,) = record["models"]
+    assert lenet["epochs"] == 2 and lenet["train_images"] == 200 and 0 <= lenet["test_accuracy"] <= 1
+    assert lenet["images_per_second"] > 0 and 0 < lenet["peak_fraction"]
+    assert record["deterministic"] is True  # two seeded trainings, bit-identical weights
+    assert record["device"].startswith("CPU") and record["environment"]["keras_backend"] == "tensorflow"
+    assert "| lenet5 | 2 |" in result.stdout and "two seeded trainings bit-identical: True" in result.stdout
