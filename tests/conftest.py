@@ -11,10 +11,12 @@ import json
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,36 @@ def write_cifar(folder: Path, **kwargs) -> dict[str, str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture
+def s3_server(tmp_path, monkeypatch):
+    """An S3-compatible object store (moto's server) on 127.0.0.1 with a bucket `classic-cnns`;
+    its credentials in the environment, as a team's would be. Yields the endpoint URL."""
+    import boto3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"AWS_ACCESS_KEY_ID": "team", "AWS_SECRET_ACCESS_KEY": "team-secret",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                boto3.client("s3", endpoint_url=url).create_bucket(Bucket="classic-cnns")
+                break
+            except Exception:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"the S3 server on {url} did not start")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def runs_by_name(root):
     return client, grouped
 
 
-def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch):
+def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch, s3_server):
     monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace"))
     first = run(["dvc", "repro"], project)
     everything = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10", "train@lenet5",
@@ -128,6 +128,24 @@ def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch):
 
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == set(), second.stdout
+
+    # The team's remote (README, "Sharing results"): push to an S3-compatible server; a fresh clone
+    # pulls the results instead of computing them: nothing to rerun, the report regenerates the same
+    run(["dvc", "remote", "add", "-d", "team", "s3://classic-cnns/dvc"], project)
+    run(["dvc", "remote", "modify", "team", "endpointurl", s3_server], project)
+    assert "pushed" in run(["dvc", "push"], project).stdout
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "models/lenet5/model.keras").exists()
+    run(["dvc", "pull"], clone)
+    assert (clone / "models/lenet5/model.keras").read_bytes() == (project / "models/lenet5/model.keras").read_bytes()
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], clone).stdout
+    assert ran(run(["dvc", "repro"], clone).stdout) == set()
+    own_store = {"MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}"}  # mlflow.set_tracking_uri above set it
+    assert ran(run(["dvc", "repro", "-f", "-s", "report"], clone, env=own_store).stdout) == {"report"}
+    assert (clone / "reports/report.md").read_bytes() == (project / "reports/report.md").read_bytes()
 
     # DVC deletes a stage's outputs before running it, so a failed run leaves none; `dvc checkout`
     # restores the cached ones (README, Reliability). A dead tracking server fails in seconds.
