@@ -25,7 +25,6 @@ RESULTS_DIR = Path("ablations/results")  # the quick grid's cells (stage `cell`)
 FULL_RESULTS_DIR = Path("ablations/results-full")  # the full-size grid's (bench/device.py --grid)
 PARENT_TAG = "ablation_grid"
 CONCURRENT_ENV = "CLASSIC_CNNS_CONCURRENT_CELLS"  # set by bench/device.py --grid: cells sharing the device
-SIZES = ("quick", "full")
 
 
 def result_path(variant: str, seed: int, size: str = "quick") -> Path:
@@ -151,8 +150,7 @@ def run_cell(params, variant: str, seed: int) -> dict:
     import mlflow
 
     cfg = params.ablations.model(params, variant)
-    seed_everything(seed)
-    _, meta = load_split(cfg.dataset)
+    _, meta = load_split(cfg.dataset)  # its tags (train_cell loads and seeds for the training)
     parent = parent_run_id(params)
     run = mlflow.start_run(run_name=f"{variant}-seed{seed}", tags={
         "mlflow.parentRunId": parent, "ablation_variant": variant, "ablation_groups": ",".join(claim_groups(variant)),
