@@ -3,6 +3,7 @@ throw-away copy of the project to run the real stages and `dvc` in."""
 from __future__ import annotations
 
 import functools
+import glob
 import gzip
 import hashlib
 import http.server
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -86,15 +88,19 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
 def s3_server(tmp_path, monkeypatch):
     """An S3-compatible object store (moto's server) on 127.0.0.1 with a bucket `classic-cnns`;
     its credentials in the environment, as a team's would be. Yields the endpoint URL."""
     import boto3
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     for key, value in {"AWS_ACCESS_KEY_ID": "team", "AWS_SECRET_ACCESS_KEY": "team-secret",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
@@ -114,6 +120,30 @@ def s3_server(tmp_path, monkeypatch):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+def team_server(s3_server, monkeypatch):
+    """The team's tracking server as team/server.sh starts it: PostgreSQL and `mlflow server` on
+    127.0.0.1, artifacts in the S3 server's bucket. Yields the tracking URI."""
+    if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
+        if os.environ.get("CI"):
+            raise AssertionError("PostgreSQL is missing: .ci/run installs Debian's postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql, as .ci/run does)")
+    folder = Path(tempfile.mkdtemp(prefix="team-"))
+    folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    port = free_port()
+    env = {"TEAM_DIR": str(folder), "TEAM_DB_PASSWORD": "team-db-secret", "TEAM_DB_PORT": str(free_port()),
+           "MLFLOW_PORT": str(port), "MLFLOW_S3_ENDPOINT_URL": s3_server,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = str(ROOT / "team/server.sh")
+    try:
+        started = subprocess.run([script, "start"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([script, "stop"], env={**os.environ, **env}, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns import outputs
 from classic_cnns.errors import DiskFull, TRACEBACK_ENV, run_stage
-from tests.conftest import stage
+from tests.conftest import free_port, stage
 from tests.test_training import prepared, set_params
 
 
@@ -66,12 +66,6 @@ def test_a_dead_tracking_server_fails_the_stage_in_seconds(project, monkeypatch,
     assert "unset MLFLOW_TRACKING_URI" in line
     assert "epoch" not in result.stdout  # nothing trained
     assert not (project / "models").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(folder: Path, port: int) -> subprocess.Popen:

@@ -1,0 +1,86 @@
+"""The team set-up, end to end with the real `dvc`: the pipeline on the JAX backend logs to the
+team's tracking server (team/server.sh: PostgreSQL, artifacts on the S3-compatible store) with
+nothing changed but MLFLOW_TRACKING_URI; what DVC sees of a rerun (the same code, params and data
+give the same dvc.lock: no run ids, dates or wall times in hashed outputs; the evaluation finds its
+training run by the model file alone); and queued experiments run 4 at a time against the server."""
+import json
+import time
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run
+from tests.test_pipeline import ran
+
+EVERYTHING = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10", "train@lenet5",
+              "train@alexnet", "evaluate@lenet5", "evaluate@alexnet", "diagnose", "report"}
+
+
+def test_the_pipeline_on_jax_against_the_team_server(project, monkeypatch, team_server, s3_server):
+    pytest.importorskip("jax")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)
+    first = run(["dvc", "repro"], project)
+    assert ran(first.stdout) == EVERYTHING
+    assert "(jax backend)" in first.stdout
+    for name in ("lenet5", "alexnet"):
+        assert 0.0 <= json.loads((project / f"reports/{name}/metrics.json").read_text())["test_accuracy"] <= 1.0
+        cost = json.loads((project / f"reports/costs/train-{name}.json").read_text())
+        assert cost["keras_backend"] == "jax" and cost["train_seconds"] > 0
+    assert "epoch_seconds" not in (project / "reports/lenet5/history.csv").read_text()
+    assert not (project / "models/lenet5/run.json").exists()
+
+    client = MlflowClient(tracking_uri=team_server)
+    experiment = client.get_experiment_by_name("classic-cnns")
+    (trained,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
+    assert trained.info.status == "FINISHED" and trained.data.params["model.learning_rate"] == "0.002"
+    assert {"history.csv", "evaluation"} <= {a.path for a in client.list_artifacts(trained.info.run_id)}
+    stored = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
+        Bucket="classic-cnns", Prefix="mlflow/")["Contents"]]
+    assert any(key.endswith(f"{trained.info.run_id}/artifacts/history.csv") for key in stored)
+    assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()  # all on the server
+    assert trained.data.tags["keras_backend"] == "jax"
+    assert "--xla_gpu_deterministic_ops=true" in trained.data.tags["determinism"]
+    assert "test_accuracy" in trained.data.metrics  # evaluate found the run by the model file's sha256
+
+    # A rerun of training and evaluation with nothing changed: same bytes, so the same dvc.lock
+    lock = (project / "dvc.lock").read_text()
+    again = run(["dvc", "repro", "--force", "--single-item", "train@lenet5", "evaluate@lenet5"], project)
+    assert ran(again.stdout) == {"train@lenet5", "evaluate@lenet5"}
+    assert (project / "dvc.lock").read_text() == lock
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout  # the default pipeline (not the grid)
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'",
+                              order_by=["attributes.start_time DESC"])
+    assert len(runs) == 2 and "test_accuracy" in runs[0].data.metrics  # the newest of the two identical models
+
+    # A model trained against another store (e.g. fetched with `dvc pull`): evaluate logs it in a run of its own
+    other = f"sqlite:///{project.parent / 'other.db'}"
+    run(["dvc", "repro", "--force", "--single-item", "evaluate@lenet5"], project, env={"MLFLOW_TRACKING_URI": other})
+    other_client = MlflowClient(tracking_uri=other)
+    (elsewhere,) = other_client.search_runs([other_client.get_experiment_by_name("classic-cnns").experiment_id],
+                                            "attributes.run_name = 'lenet5-mnist'")
+    assert elsewhere.data.tags["trained_elsewhere"] == "true" and "test_accuracy" in elsewhere.data.metrics
+    assert (project / "dvc.lock").read_text() == lock
+
+    # Four experiments at once (`dvc queue start -j 4`), each logging to the server
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    rates = ["0.001", "0.003", "0.004", "0.005"]
+    for rate in rates:
+        run(["dvc", "exp", "run", "--queue", "-S", f"models.lenet5.learning_rate={rate}", "evaluate@lenet5"], project)
+    run(["dvc", "queue", "start", "-j", "4"], project)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 4, status + run(["dvc", "queue", "logs", "-f"], project, check=False).stdout
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
+    queued = {r.data.params.get("model.learning_rate"): r for r in runs
+              if r.data.params.get("model.learning_rate") in rates}
+    assert sorted(queued) == rates, [(r.info.run_name, r.data.params, r.data.tags) for r in runs]
+    for r in queued.values():
+        assert r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics
+        assert r.data.tags["dvc_exp_name"]
