@@ -2,10 +2,12 @@
 throw-away copy of the project to run the real stages and `dvc` in."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import gzip
 import hashlib
+import http.client
 import http.server
 import io
 import json
@@ -19,6 +21,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +123,64 @@ def s3_server(tmp_path, monkeypatch):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+class _HoldingProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards HTTP requests to `server.target`; from the (allow+1)th PUT on, holds each request
+    unanswered (sets `server.held`) until `server.release` is set, then drops the connection."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def forward(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if self.command == "PUT":
+            with self.server.lock:
+                self.server.puts += 1
+                hold = self.server.puts > self.server.allow
+            if hold:
+                self.server.held.set()
+                self.server.release.wait(600)
+                self.close_connection = True
+                return
+        upstream = http.client.HTTPConnection(*self.server.target, timeout=60)
+        upstream.request(self.command, self.path, body=body, headers=dict(self.headers))
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", answer.getheader("Content-Length") or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+
+@contextlib.contextmanager
+def holding_proxy(target_url: str, allow: int):
+    """A proxy on 127.0.0.1 in front of `target_url` that lets `allow` uploads (PUTs) through and
+    hangs on every later one: an upload cut off part way, deterministically. Yields the server
+    (`.url`, `.held`: an Event set when it first holds one)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HoldingProxy)
+    server.daemon_threads = False  # server_close() then waits for uploads still being forwarded
+    parsed = urllib.parse.urlsplit(target_url)
+    server.target = (parsed.hostname, parsed.port)
+    server.allow, server.puts, server.lock = allow, 0, threading.Lock()
+    server.held, server.release = threading.Event(), threading.Event()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import boto3
 import mlflow
 import numpy as np
 import yaml
@@ -16,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns.params import TRACE_ENV
 from classic_cnns.tracking import project_root
-from tests.conftest import ROOT, assert_stages_declare_what_they_read, run
+from tests.conftest import ROOT, assert_stages_declare_what_they_read, holding_proxy, run
 
 # The README's `dvc exp show` line: test accuracy against learning rate per model, in 200 columns.
 EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
@@ -133,7 +134,21 @@ def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch, s3_server):
     # pulls the results instead of computing them: nothing to rerun, the report regenerates the same
     run(["dvc", "remote", "add", "-d", "team", "s3://classic-cnns/dvc"], project)
     run(["dvc", "remote", "modify", "team", "endpointurl", s3_server], project)
-    assert "pushed" in run(["dvc", "push"], project).stdout
+    # a push cut off part way (here: killed while the store hangs on its 4th upload) ...
+    with holding_proxy(s3_server, allow=3) as proxy:
+        run(["dvc", "remote", "add", "--local", "flaky", "s3://classic-cnns/dvc"], project)
+        run(["dvc", "remote", "modify", "--local", "flaky", "endpointurl", proxy.url], project)
+        push = subprocess.Popen(["dvc", "push", "-r", "flaky"], cwd=project, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        assert proxy.held.wait(300), "the push never reached a 4th upload"
+        push.kill()
+        push.wait()
+    bucket = boto3.client("s3", endpoint_url=s3_server)
+    assert len(bucket.list_objects_v2(Bucket="classic-cnns", Prefix="dvc/").get("Contents", [])) == 3
+    # ... rerun, completes: it uploads the rest, and the remote then holds everything
+    pushed = run(["dvc", "push"], project).stdout
+    assert re.search(r"(\d+) files? pushed", pushed), pushed
+    assert "in sync" in run(["dvc", "status", "--cloud"], project).stdout
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "results"], project)
     clone = tmp_path / "clone"
