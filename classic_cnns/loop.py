@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from classic_cnns.augment import epoch_data
+from classic_cnns.distribute import Placement, local_share
 
 
 class Progress(keras.callbacks.Callback):
@@ -120,13 +121,18 @@ class BestWeights(keras.callbacks.Callback):
 
 
 def train_epochs(model, x: np.ndarray, y: np.ndarray, cfg, seed: int, validation=None, start_epoch: int = 0,
-                 callbacks: list | tuple = (), drop_remainder: bool = False, progress_bar: bool | None = None) -> None:
+                 callbacks: list | tuple = (), drop_remainder: bool = False, progress_bar: bool | None = None,
+                 placement: Placement = Placement()) -> None:
     """Train `model` from `start_epoch` to cfg.epochs (or until a callback stops it) on the
-    epoch data of (x, one-hot y). `drop_remainder` leaves out each epoch's last partial batch."""
+    epoch data of (x, one-hot y). `drop_remainder` leaves out each epoch's last partial batch.
+    With several devices (classic_cnns/distribute.py) this process feeds its share of each batch."""
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     if start_epoch >= cfg.epochs:
         return
+    if validation is not None:
+        validation = local_share(tuple(validation), cfg.batch_size, placement)
+    batch_size = placement.local_batch(cfg.batch_size)
     with ThreadPoolExecutor(1) as prefetch:  # the next epoch's data is made while this one trains
         upcoming = prefetch.submit(epoch_data, x, y, cfg, seed, start_epoch)
         for epoch in range(start_epoch, cfg.epochs):
@@ -136,7 +142,8 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, cfg, seed: int, validation
             if drop_remainder:
                 full = len(x_epoch) // cfg.batch_size * cfg.batch_size
                 x_epoch, y_epoch = x_epoch[:full], y_epoch[:full]
-            model.fit(x_epoch, y_epoch, batch_size=cfg.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+            x_epoch, y_epoch = local_share((x_epoch, y_epoch), cfg.batch_size, placement)
+            model.fit(x_epoch, y_epoch, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
                       validation_data=validation, shuffle=False, verbose=1 if progress_bar else 0,
                       callbacks=list(callbacks))
             del x_epoch, y_epoch

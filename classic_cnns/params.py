@@ -92,6 +92,8 @@ class Model(Section):
     # Speed
     steps_per_execution: int = field(default=1, metadata={"min": 1, "max": 10000})
     mixed_precision: bool = False  # bfloat16 compute, float32 weights and output
+    # Data-parallel training (JAX backend): 1, N or "all" devices; batch_size stays the global batch
+    devices: int | str = field(default=1, metadata={"min": 1, "or": "all"})
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,12 @@ def _build(cls: type, raw: object, key: str, trace: bool = True):
 
 
 def _value(hint, value, path: str, meta):
+    if "or" in meta:  # a whole number or one word, e.g. devices: all
+        if value == meta["or"]:
+            return value
+        _check(isinstance(value, int) and not isinstance(value, bool), path,
+               f"must be a whole number or {meta['or']!r}, got {value!r}")
+        hint = int
     args = typing.get_args(hint)
     if type(None) in args:  # Optional[X]: null means "the default"
         if value is None:

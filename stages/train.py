@@ -30,7 +30,7 @@ import keras
 import mlflow
 import pandas as pd
 
-from classic_cnns import costs, environment, loop, outputs, tracking
+from classic_cnns import costs, distribute, environment, loop, outputs, tracking
 from classic_cnns.checkpoint import Checkpoint, EveryEpoch, fingerprint
 from classic_cnns.errors import run_stage
 from classic_cnns.data import load_split
@@ -40,19 +40,47 @@ from classic_cnns.params import flatten, load_or_exit
 from classic_cnns.recipe import build_compiled, seed_everything
 
 
-def train(params, name: str) -> dict:
-    cfg = params.model(name)
-    tracking.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
+def load_inputs(params, cfg):
+    """(x_train, one-hot y_train, validation, dataset meta), seeded first."""
     seed_everything(params.seed)
     arrays, meta = load_split(cfg.dataset)
     classes = len(meta["classes"])
-    x_train, y_train = arrays["x_train"], keras.utils.to_categorical(arrays["y_train"], classes)
+    y_train = keras.utils.to_categorical(arrays["y_train"], classes)
     validation = (arrays["x_val"].astype("float32"), keras.utils.to_categorical(arrays["y_val"], classes))
+    return arrays["x_train"], y_train, validation, meta
+
+
+def train_share(params, name: str, placement: distribute.Placement) -> None:
+    """A process other than the first of a multi-process training: the same epochs, feeding its
+    share of every batch; the first process writes the outputs and logs the run."""
+    cfg = params.model(name)
+    x_train, y_train, validation, meta = load_inputs(params, cfg)
+    model = build_compiled(cfg, meta, math.ceil(len(x_train) / cfg.batch_size))
+    print(f"{name}: process {placement.index + 1} of {placement.processes}, {placement.devices} devices in all",
+          flush=True)
+    callbacks = [StopOnNonFiniteLoss(name), LearningCheck(name, params.health, len(meta["classes"]))]
+    if cfg.early_stopping_patience:
+        callbacks.append(loop.BestWeights(name, cfg.early_stopping_patience))
+    loop.train_epochs(model, x_train, y_train, cfg, params.seed, validation, 0, callbacks, placement=placement)
+
+
+def train(params, name: str) -> dict:
+    cfg = params.model(name)
+    placement = distribute.place(cfg.devices, cfg.batch_size)  # before the model is built
+    if not placement.chief:
+        return train_share(params, name, placement)
+    tracking.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
+    x_train, y_train, validation, meta = load_inputs(params, cfg)
+    classes = len(meta["classes"])
     model = build_compiled(cfg, meta, math.ceil(len(x_train) / cfg.batch_size))
     ckpt = Checkpoint(Path("checkpoints") / name, fingerprint(dataclasses.asdict(cfg), params.seed, meta))
+    if placement.processes > 1:  # the other processes start at epoch 1 too
+        ckpt.clear()
     state = ckpt.load(model) or {"epoch": 0, "history": {}, "train_seconds": 0.0, "run_id": None}
+    where = environment.device() + (f" x{placement.devices}" if placement.devices > 1 else "") + (
+        f" in {placement.processes} processes" if placement.processes > 1 else "")
     print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(x_train)} training images, "
-          f"{model.count_params():,} parameters; training on {environment.device()} ({keras.backend.backend()} "
+          f"{model.count_params():,} parameters; training on {where} ({keras.backend.backend()} "
           "backend)" + (f"; resuming after epoch {state['epoch']}" if state["epoch"] else ""), flush=True)
 
     logged = {"seed": params.seed, **flatten(cfg, "model"), "model.name": name, **flatten(params.health, "health")}
@@ -71,12 +99,15 @@ def train(params, name: str) -> dict:
             "missing and writes the outputs without training again")
     try:
         if not state.get("stopped"):
-            loop.train_epochs(model, x_train, y_train, cfg, params.seed, validation, state["epoch"], callbacks)
+            loop.train_epochs(model, x_train, y_train, cfg, params.seed, validation, state["epoch"], callbacks,
+                              placement=placement)
         if best:
             best.restore()
+        if placement.processes > 1:
+            model = distribute.to_one_device(model, lambda: build_compiled(cfg, meta, math.ceil(len(x_train) / cfg.batch_size)))
         with tracking.failures_named(uri, "logging the trained model", after=kept):
             logger.flush()
-            summary = write_outputs(name, model, progress, best, len(x_train), run_id)
+            summary = write_outputs(name, model, progress, best, len(x_train), run_id, placement)
     except TrainingFailed as failure:
         with contextlib.suppress(Exception):
             mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
@@ -95,7 +126,8 @@ def train(params, name: str) -> dict:
     return summary
 
 
-def write_outputs(name: str, model, progress, best, n_train: int, run_id: str) -> dict:
+def write_outputs(name: str, model, progress, best, n_train: int, run_id: str,
+                  placement: distribute.Placement = distribute.Placement()) -> dict:
     """Log the model, its summary and costs to the active run, then write the stage's outputs (each
     to a temporary name first, so a failure leaves none half-written). The outputs DVC hashes hold
     only what code, params and data decide; wall times and the machine go to classic_cnns.costs."""
@@ -110,7 +142,8 @@ def write_outputs(name: str, model, progress, best, n_train: int, run_id: str) -
     cost = {"train_seconds": round(progress.seconds, 2),
             "train_images_per_second": round(n_train * progress.epochs / progress.seconds, 1),
             "epoch_seconds": [round(s, 2) for s in history.get("epoch_seconds", [])],
-            "device": environment.device(), "keras_backend": keras.backend.backend(), **environment.peak_memory_mb()}
+            "device": environment.device(), "devices": placement.devices, "processes": placement.processes,
+            "keras_backend": keras.backend.backend(), **environment.peak_memory_mb()}
     tracking.log_keras_model(model)
     mlflow.log_text(history_frame.assign(epoch_seconds=history.get("epoch_seconds")).to_csv(index=False), "history.csv")
     mlflow.log_metrics({k: v for k, v in {**summary, **cost}.items() if isinstance(v, (int, float))})
