@@ -51,19 +51,28 @@ def parent_run_id(params) -> str:
 
     tracking.use_store(params.mlflow.experiment)
     gid = grid_id(params)
-    found = mlflow.search_runs(filter_string=f"tags.{PARENT_TAG} = '{gid}'", output_format="list",
-                               order_by=["attributes.start_time ASC"], max_results=1)
-    if found:
-        return found[0].info.run_id
-    client = mlflow.MlflowClient()
-    experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
-    a = params.ablations
-    run = client.create_run(experiment.experiment_id, run_name=f"ablations ({a.epochs} epochs, "
-                            f"{a.train_limit or 'all'} training images)",
-                            tags={PARENT_TAG: gid, **tracking.run_tags(), **environment.describe()})
-    for key, value in budget(params).items():
-        client.log_param(run.info.run_id, f"ablations.{key}", value)
-    return run.info.run_id
+
+    def first() -> str | None:
+        found = mlflow.search_runs(filter_string=f"tags.{PARENT_TAG} = '{gid}'", output_format="list",
+                                   order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+        return found[0].info.run_id if found else None
+
+    uri = tracking.tracking_uri()
+    with tracking.store_lock(uri):  # cells running at once (ablations/parallel.sh) share one parent
+        if found := first():
+            return found
+        client = mlflow.MlflowClient()
+        experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
+        a = params.ablations
+        run = client.create_run(experiment.experiment_id, run_name=f"ablations ({a.epochs} epochs, "
+                                f"{a.train_limit or 'all'} training images)",
+                                tags={PARENT_TAG: gid, **tracking.run_tags(), **environment.describe()})
+        for key, value in budget(params).items():
+            client.log_param(run.info.run_id, f"ablations.{key}", value)
+        winner = first()  # on a server no file lock reaches the other machines: the earliest run wins
+        if winner != run.info.run_id:
+            client.delete_run(run.info.run_id)
+        return winner
 
 
 def subset(arrays: dict, budget: dict, seed: int) -> dict[str, np.ndarray]:

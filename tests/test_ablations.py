@@ -124,6 +124,14 @@ def test_the_interaction_claim_weighs_four_variants():
     assert row.verdict == "supported"
 
 
+COSTS = ("train_seconds", "device", "mlflow_run_id", "concurrent_cells")
+
+
+def learned(path) -> dict:
+    """A cell's result without what the run cost or where it was logged."""
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in COSTS}
+
+
 def test_a_tiny_grid_runs_end_to_end(project, tmp_path, monkeypatch):
     monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace"))
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -181,6 +189,20 @@ def test_a_tiny_grid_runs_end_to_end(project, tmp_path, monkeypatch):
 
     again = run(["dvc", "repro", "ablations/dvc.yaml"], project)
     assert "Running stage" not in again.stdout
+
+    # two cells at a time (ablations/parallel.sh): what they learned is what the serial run learned
+    serial = {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")}
+    verdicts = [(c["claim"], c["verdict"], c["difference"]) for c in claims]
+    both = run(["ablations/parallel.sh", "2", "--force"], project)
+    assert len(re.findall(r"Running stage 'ablations/dvc.yaml:cell@", both.stdout)) == 4
+    assert {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")} == serial
+    assert {json.loads(path.read_text())["concurrent_cells"] for path in (project / "ablations/results").glob("*.json")} == {2}
+    assert [(c["claim"], c["verdict"], c["difference"])
+            for c in json.loads((project / "ablations/claims.json").read_text())] == verdicts
+    assert "up to date" in run(["dvc", "status", "ablations/dvc.yaml"], project).stdout
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if "ablation_grid" in r.data.tags]) == 1  # one parent for cells started at once
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 8
 
     # the full-size grid (a GPU machine's job: bench/device.py --grid; here 1 epoch on 120 images, no
     # MLflow): the claims then lead with its verdicts, each section naming its budget
