@@ -30,6 +30,8 @@ def test_the_shipped_params_are_valid():
     (lambda p: p["models"]["alexnet"].update(epochs=2.5), "models.alexnet.epochs", "whole number"),
     (lambda p: p["models"]["lenet5"].update(learning_rate=-1), "models.lenet5.learning_rate", ">="),
     (lambda p: p["models"]["lenet5"].update(optimizer="adamw2"), "models.lenet5.optimizer", "one of"),
+    (lambda p: p["models"]["lenet5"].update(devices="two"), "models.lenet5.devices", "whole number or 'all'"),
+    (lambda p: p["models"]["lenet5"].update(devices=0), "models.lenet5.devices", ">= 1"),
     (lambda p: p["models"]["lenet5"].update(dataset="imagenet"), "models.lenet5.dataset", "entry of 'data'"),
     (lambda p: p["evaluate"]["test_time_augmentation"].pop("lenet5"), "evaluate.test_time_augmentation.lenet5",
      "add true or false for each model"),
