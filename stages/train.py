@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import shutil
 import sys
@@ -72,7 +73,8 @@ def train(params, name: str) -> dict:
     tracking.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
     x_train, y_train, validation, meta = load_inputs(params, cfg)
     classes = len(meta["classes"])
-    model = build_compiled(cfg, meta, math.ceil(len(x_train) / cfg.batch_size))
+    build = functools.partial(build_compiled, cfg, meta, math.ceil(len(x_train) / cfg.batch_size))
+    model = build()
     ckpt = Checkpoint(Path("checkpoints") / name, fingerprint(dataclasses.asdict(cfg), params.seed, meta))
     if placement.processes > 1:  # the other processes start at epoch 1 too
         ckpt.clear()
@@ -104,7 +106,7 @@ def train(params, name: str) -> dict:
         if best:
             best.restore()
         if placement.processes > 1:
-            model = distribute.to_one_device(model, lambda: build_compiled(cfg, meta, math.ceil(len(x_train) / cfg.batch_size)))
+            model = distribute.to_one_device(model, build)
         with tracking.failures_named(uri, "logging the trained model", after=kept):
             logger.flush()
             summary = write_outputs(name, model, progress, best, len(x_train), run_id, placement)

@@ -2,7 +2,6 @@
 with a real MLflow SQLite store, in a throw-away git repo."""
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns.params import TRACE_ENV
 from classic_cnns.tracking import project_root
-from tests.conftest import ROOT, assert_stages_declare_what_they_read, holding_proxy, run
+from tests.conftest import ROOT, assert_stages_declare_what_they_read, free_port, holding_proxy, run
 
 # The README's `dvc exp show` line: test accuracy against learning rate per model, in 200 columns.
 EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
@@ -207,9 +206,7 @@ def test_temp_experiments_log_to_the_projects_store(tmp_path, monkeypatch):
 def query_mlflow_server(root) -> dict[str, set[str]]:
     """Start a real `mlflow server` on 127.0.0.1 over the project's store and list, through its REST
     API, the runs of the experiment and the registered models."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     server = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
