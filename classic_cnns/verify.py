@@ -1,57 +1,194 @@
-"""Did a rerun reproduce the committed results? Compares each stage output in the workspace
-(a file's md5; a folder's from the workspace's dvc.lock, so run `dvc repro` first) with the hash in
-the committed dvc.lock, and where a model's metrics
-differ, the test accuracy against the spread between seeds that the claims grid measured for that
-model (its cells in ablations/results/ of the variant that changes nothing).
+"""Did a rerun reproduce the committed results? Compares each stage output in the workspace with
+the committed one, output by output, from what it holds (a folder file by file), never from the
+workspace's dvc.lock alone:
 
     dvc repro -f train@lenet5 evaluate@lenet5 && python -m classic_cnns.verify      # against HEAD
     python -m classic_cnns.verify main~3
 
-Prints a line per output: identical / within the seed spread / different (with the numbers);
-exit 0 when nothing is different.
+The committed copy of an output comes from git (outputs with `cache: false`) or from the DVC cache
+(after `dvc pull`). Each output gets one verdict:
+- identical: the same bytes;
+- equal within floating-point rounding: CSV and JSON files with the same structure and text whose
+  numbers agree within a relative ROUNDING (1e-5), and model files whose every weight agrees within
+  ROUNDING of its tensor's largest magnitude: what kernels that differ between CPU instruction sets
+  (or backends) give for the same computation;
+- within the seed spread: metrics whose test accuracy moved by less than twice the spread between
+  seeds that the claims grid measured for that model (its cells of the variant that changes nothing);
+- different; missing here (an output committed to git that the workspace lacks); not here (an
+  output kept in DVC's cache, neither pulled nor rerun here);
+- not comparable here: the bytes differ and the committed copy is in no DVC cache here
+  (`dvc pull`, then verify again).
+Exit 1 when anything is different or missing, else 0.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
+import statistics
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import yaml
 
-IDENTICAL, WITHIN, DIFFERENT, MISSING = "identical", "within the seed spread", "different", "missing here"
+IDENTICAL, ROUNDING, WITHIN = "identical", "equal within floating-point rounding", "within the seed spread"
+DIFFERENT, MISSING, UNKNOWN = "different", "missing here", "not comparable here"
+NOT_HERE = "not here"
+ORDER = [IDENTICAL, ROUNDING, WITHIN, NOT_HERE, UNKNOWN, DIFFERENT, MISSING]  # the worst verdict of a folder's files wins
+RTOL = 1e-5
 
 
-def output_hashes(lock_text: str) -> dict[str, tuple[str, str]]:
-    """{output path: (stage, md5)} of a dvc.lock."""
-    lock = yaml.safe_load(lock_text) or {}
-    return {out["path"]: (stage, out.get("md5", "")) for stage, entry in (lock.get("stages") or {}).items()
-            for out in entry.get("outs", [])}
+# --- the committed and the current contents -------------------------------------------------
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
+def folder_md5(files: dict[str, bytes]) -> str:
+    """A folder's hash as DVC records it: md5 of its sorted (relpath, md5) listing, plus `.dir`."""
+    listing = sorted(({"md5": md5(data), "relpath": rel} for rel, data in files.items()), key=lambda e: e["relpath"])
+    return md5(json.dumps(listing, sort_keys=True).encode()) + ".dir"
+
+
+class Committed:
+    """The committed copy of each output at `rev`: from git, else from the DVC cache."""
+
+    def __init__(self, root: Path, rev: str):
+        self.root, self.rev = root, rev
+        self.cache = root / ".dvc/cache/files/md5"
+
+    def git(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=self.root, capture_output=True, check=False)
+
+    def cached(self, digest: str) -> bytes | None:
+        path = self.cache / digest[:2] / digest[2:]
+        return path.read_bytes() if path.is_file() else None
+
+    def files(self, path: str, digest: str) -> dict[str, bytes] | None:
+        """{relpath: bytes} of a committed output ('' for a file), None where it is not here."""
+        if not digest.endswith(".dir"):
+            shown = self.git("show", f"{self.rev}:{path}")
+            data = shown.stdout if shown.returncode == 0 else self.cached(digest)
+            return None if data is None else {"": data}
+        listed = self.git("ls-tree", "-r", "--name-only", self.rev, "--", path)
+        names = listed.stdout.decode().split() if listed.returncode == 0 else []
+        if names:
+            return {name[len(path) + 1:]: self.git("show", f"{self.rev}:{name}").stdout for name in names}
+        manifest = self.cached(digest)
+        if manifest is None:
+            return None
+        out = {}
+        for entry in json.loads(manifest):
+            data = self.cached(entry["md5"])
+            if data is None:
+                return None
+            out[entry["relpath"]] = data
+        return out
+
+
+def current_files(path: Path) -> dict[str, bytes] | None:
+    if path.is_file():
+        return {"": path.read_bytes()}
+    if path.is_dir():
+        return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return None
+
+
+# --- equal up to rounding ----------------------------------------------------------------------
+def close(a: float, b: float, scale: float | None = None) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return abs(a - b) <= RTOL * (scale if scale is not None else max(abs(a), abs(b)))
+
+
+def same_json(a, b) -> bool:
+    """The same structure and strings, numbers within RTOL."""
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None or isinstance(a, str):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return close(float(a), float(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    return False
+
+
+def same_csv(a: bytes, b: bytes) -> bool:
+    import csv
+
+    rows_a, rows_b = (list(csv.reader(io.StringIO(x.decode()))) for x in (a, b))
+    if len(rows_a) != len(rows_b) or any(len(r) != len(s) for r, s in zip(rows_a, rows_b)):
+        return False
+    for x, y in zip((c for r in rows_a for c in r), (c for r in rows_b for c in r)):
+        if x == y:
+            continue
+        try:
+            if not close(float(x), float(y)):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def keras_weights(data: bytes) -> tuple[dict[str, bytes], dict[str, object]]:
+    """(the archive's other members, {name: weight array}) of a .keras file."""
+    import h5py
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    arrays = {}
+    with h5py.File(io.BytesIO(members.pop("model.weights.h5")), "r") as h5:
+        h5.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return members, arrays
+
+
+def same_model(a: bytes, b: bytes) -> bool:
+    import numpy as np
+
+    (meta_a, weights_a), (meta_b, weights_b) = keras_weights(a), keras_weights(b)
+    if meta_a != meta_b or weights_a.keys() != weights_b.keys():
+        return False
+    for name, x in weights_a.items():
+        y = weights_b[name]
+        if x.shape != y.shape:
+            return False
+        if x.size and not np.all(np.abs(x.astype(np.float64) - y) <= RTOL * float(np.max(np.abs(x)))):
+            return False
+    return True
+
+
+def file_verdict(name: str, old: bytes, new: bytes) -> str:
+    if old == new:
+        return IDENTICAL
+    try:
+        if name.endswith(".json"):
+            equal = same_json(json.loads(old), json.loads(new))
+        elif name.endswith(".csv"):
+            equal = same_csv(old, new)
+        elif name.endswith(".keras"):
+            equal = same_model(old, new)
+        else:
+            equal = False
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile):
+        equal = False
+    return ROUNDING if equal else DIFFERENT
+
+
+# --- the seed spread (metrics) -----------------------------------------------------------------
 def seed_spread(model: str, variants: dict[str, dict], results_dir: Path) -> float | None:
     """Standard deviation of test accuracy across the seeds of the claims grid's cells that train
     `model` unchanged (a variant `{base: <model>}`), None where there are fewer than two. The grid
     trains at a smaller budget than the pipeline, so this spread is a generous tolerance."""
-    import statistics
-
     unchanged = [v for v, spec in variants.items() if spec == {"base": model}]
     values = [json.loads(p.read_text())["test_accuracy"] for v in unchanged
               for p in sorted(results_dir.glob(f"{v}-seed*.json"))]
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
-def current_md5(path: Path, locked: str) -> str:
-    """A file's md5 as DVC records it (of its bytes); a folder's from the workspace's dvc.lock."""
-    if path.is_file():
-        return hashlib.md5(path.read_bytes()).hexdigest()
-    return locked if path.is_dir() else ""
-
-
 def compare_metrics(committed: dict, rerun: dict, spread: float | None) -> tuple[str, str]:
-    if committed == rerun:
-        return IDENTICAL, "the same numbers, written differently"
     diff = rerun.get("test_accuracy", float("nan")) - committed.get("test_accuracy", float("nan"))
     detail = (f"test accuracy {committed.get('test_accuracy')} -> {rerun.get('test_accuracy')} ({100 * diff:+.2f} points"
               + (f"; seed spread {100 * spread:.2f}" if spread is not None else "; no seed spread recorded") + ")")
@@ -60,29 +197,44 @@ def compare_metrics(committed: dict, rerun: dict, spread: float | None) -> tuple
     return DIFFERENT, detail
 
 
+# --- the comparison ----------------------------------------------------------------------------
+def output_hashes(lock_text: str) -> dict[str, tuple[str, str]]:
+    """{output path: (stage, md5)} of a dvc.lock."""
+    lock = yaml.safe_load(lock_text) or {}
+    return {out["path"]: (stage, out.get("md5", "")) for stage, entry in (lock.get("stages") or {}).items()
+            for out in entry.get("outs", [])}
+
+
+def compare(path: str, digest: str, committed: Committed, spread) -> tuple[str, str]:
+    new = current_files(committed.root / path)
+    if new is None:
+        in_git = committed.git("ls-tree", "-r", "--name-only", committed.rev, "--", path).stdout.strip()
+        return (MISSING, "") if in_git else (NOT_HERE, "kept by DVC: dvc pull, or dvc repro")
+    if (folder_md5(new) if digest.endswith(".dir") else md5(new[""])) == digest:
+        return IDENTICAL, ""
+    old = committed.files(path, digest)
+    if old is None:
+        return UNKNOWN, "the bytes differ; the committed copy is in no DVC cache here (dvc pull, then verify again)"
+    if old.keys() != new.keys():
+        return DIFFERENT, f"files {sorted(old.keys() ^ new.keys())} only on one side"
+    verdicts = {rel: file_verdict(rel or path, old[rel], new[rel]) for rel in old}
+    worst = max(verdicts, key=lambda rel: ORDER.index(verdicts[rel]))
+    verdict, detail = verdicts[worst], (f"{worst}" if worst and verdicts[worst] != IDENTICAL else "")
+    if verdict == DIFFERENT and path.endswith("metrics.json"):
+        return compare_metrics(json.loads(old[""]), json.loads(new[""]), spread(Path(path).parent.name))
+    return verdict, detail
+
+
 def verify(rev: str = "HEAD", root: Path = Path(".")) -> list[tuple[str, str, str, str]]:
     """(stage, output, verdict, detail) per output of the committed dvc.lock."""
-    committed_lock = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True,
-                                    check=True).stdout
-    committed, rerun = output_hashes(committed_lock), output_hashes((root / "dvc.lock").read_text())
+    committed = Committed(root, rev)
+    shown = committed.git("show", f"{rev}:dvc.lock")
+    if shown.returncode != 0:
+        raise subprocess.CalledProcessError(shown.returncode, "git show", stderr=shown.stderr.decode())
     variants = (yaml.safe_load((root / "params.yaml").read_text()).get("ablations") or {}).get("variants", {})
-    rows = []
-    for path, (stage, md5) in committed.items():
-        now = current_md5(root / path, rerun.get(path, ("", ""))[1])
-        if not now:
-            rows.append((stage, path, MISSING, ""))
-        elif now == md5:
-            rows.append((stage, path, IDENTICAL, ""))
-        elif path.endswith("metrics.json"):
-            old = json.loads(subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True,
-                                            text=True, check=True).stdout)
-            new = json.loads((root / path).read_text())
-            model = Path(path).parent.name
-            spread = seed_spread(model, variants, root / "ablations/results")
-            rows.append((stage, path, *compare_metrics(old, new, spread)))
-        else:
-            rows.append((stage, path, DIFFERENT, ""))
-    return rows
+    spread = lambda model: seed_spread(model, variants, root / "ablations/results")  # noqa: E731 (a short closure)
+    return [(stage, path, *compare(path, digest, committed, spread))
+            for path, (stage, digest) in output_hashes(shown.stdout.decode()).items()]
 
 
 def main(argv: list[str]) -> int:
@@ -95,7 +247,9 @@ def main(argv: list[str]) -> int:
     width = max(len(path) for _, path, _, _ in rows)
     for stage, path, verdict, detail in rows:
         print(f"{path:<{width}}  {verdict}" + (f": {detail}" if detail else "") + f"  [{stage}]")
-    return 1 if any(verdict == DIFFERENT for _, _, verdict, _ in rows) else 0
+    print(f"(rounding: numbers in CSV/JSON within a relative {RTOL:g}; model weights within {RTOL:g} of their "
+          "tensor's largest magnitude)")
+    return 1 if any(verdict in (DIFFERENT, MISSING) for _, _, verdict, _ in rows) else 0
 
 
 if __name__ == "__main__":

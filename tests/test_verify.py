@@ -1,51 +1,123 @@
 """python -m classic_cnns.verify: a rerun against the committed results, output by output."""
 import hashlib
-import os
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import yaml
 
+from classic_cnns import verify
 from tests.conftest import ROOT, run
 
 
-def lock(files: dict[str, bytes]) -> str:
-    outs = {"train@m": {"cmd": "x", "outs": [{"path": p, "hash": "md5", "md5": hashlib.md5(b).hexdigest()}
-                                            for p, b in files.items()]}}
-    return yaml.safe_dump({"schema": "2.0", "stages": outs})
+def lock(outs: dict[str, str]) -> str:
+    stages = {"train@m": {"cmd": "x", "outs": [{"path": p, "hash": "md5", "md5": h} for p, h in outs.items()]}}
+    return yaml.safe_dump({"schema": "2.0", "stages": stages})
 
 
-def test_verify_says_identical_within_the_seed_spread_or_different(tmp_path):
-    root = tmp_path
-    metrics = json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode()
-    files = {"reports/m/metrics.json": metrics, "reports/m/history.csv": b"epoch,loss\n1,0.5\n",
-             "reports/m/training.json": b"{}\n"}
+def write(root, files: dict[str, bytes]):
     for path, data in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
-    (root / "dvc.lock").write_text(lock(files))
+
+
+def keras_file(scale: float = 1.0) -> bytes:
+    import keras
+
+    from classic_cnns.outputs import save_keras_model
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2, name="d")], name="m")
+    model.set_weights([w * scale for w in model.get_weights()])
+    path = ROOT / ".pytest-verify.keras"
+    try:
+        save_keras_model(model, path)
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def committed_project(root, files: dict[str, bytes], model: bytes) -> None:
+    """A git repo whose dvc.lock names three git-tracked reports and a model folder kept in DVC's
+    cache (as `dvc commit` lays it out: the folder's manifest and each file, by md5)."""
+    write(root, {**files, "models/m/model.keras": model})
+    cache = root / ".dvc/cache/files/md5"
+    digest = hashlib.md5(model).hexdigest()
+    manifest = json.dumps([{"md5": digest, "relpath": "model.keras"}], sort_keys=True).encode()
+    folder = verify.folder_md5({"model.keras": model})
+    assert folder == hashlib.md5(manifest).hexdigest() + ".dir"
+    write(cache, {f"{digest[:2]}/{digest[2:]}": model, f"{folder[:2]}/{folder[2:]}": manifest})
+    (root / ".gitignore").write_text("/models/\n/.dvc/cache/\n")
+    hashes = {p: hashlib.md5(b).hexdigest() for p, b in files.items()}
+    (root / "dvc.lock").write_text(lock({**hashes, "models/m": folder}))
     (root / "params.yaml").write_text(yaml.safe_dump({"ablations": {"variants": {"m": {"base": "m"}, "m-x": {"base": "m", "a": 1}}}}))
-    (root / "ablations/results").mkdir(parents=True)
     for seed, acc in ((1, 0.78), (2, 0.80), (3, 0.82)):  # stdev 0.02
-        (root / f"ablations/results/m-seed{seed}.json").write_text(json.dumps({"test_accuracy": acc}))
+        write(root, {f"ablations/results/m-seed{seed}.json": json.dumps({"test_accuracy": acc}).encode()})
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], root)
 
-    verify = lambda: subprocess.run([sys.executable, "-m", "classic_cnns.verify"], cwd=root, capture_output=True,  # noqa: E731
-                                    text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    same = verify()
-    assert same.returncode == 0 and same.stdout.count("identical") == 3, same.stdout + same.stderr
 
-    (root / "reports/m/metrics.json").write_text(json.dumps({"test_accuracy": 0.83, "test_loss": 0.6}))
-    (root / "reports/m/history.csv").write_text("epoch,loss\n1,0.49\n")
-    near = verify()
-    lines = {line.split()[0]: line for line in near.stdout.splitlines()}
-    assert "within the seed spread" in lines["reports/m/metrics.json"] and "+3.00 points" in lines["reports/m/metrics.json"]
-    assert "different" in lines["reports/m/history.csv"] and "identical" in lines["reports/m/training.json"]
-    assert near.returncode == 1
+def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, monkeypatch):
+    root = tmp_path
+    files = {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode(),
+             "reports/m/history.csv": b"epoch,loss\n1,0.5\n", "reports/m/training.json": b'{"best_epoch": 1}\n'}
+    model = keras_file()
+    committed_project(root, files, model)
 
-    (root / "reports/m/metrics.json").write_text(json.dumps({"test_accuracy": 0.70, "test_loss": 0.6}))
-    far = verify()
-    assert "different: test accuracy 0.8 -> 0.7 (-10.00 points; seed spread 2.00)" in far.stdout
+    def verdicts():
+        return {path: (verdict, detail) for _, path, verdict, detail in verify.verify(root=root)}
+
+    assert {v for v, _ in verdicts().values()} == {verify.IDENTICAL}
+
+    # rounding: the 7th digit of a loss, of an accuracy, of every weight
+    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.50000012\n",
+                 "reports/m/metrics.json": json.dumps({"test_accuracy": 0.8000001, "test_loss": 0.6}).encode(),
+                 "models/m/model.keras": keras_file(1 + 3e-7)})
+    seen = verdicts()
+    assert seen["reports/m/history.csv"][0] == seen["reports/m/metrics.json"][0] == verify.ROUNDING
+    assert seen["models/m"] == (verify.ROUNDING, "model.keras")  # from the DVC cache, weight by weight
+    monkeypatch.chdir(root)
+    assert verify.main([]) == 0
+
+    # a real change: a loss in the 4th digit, weights 1% off, a corrupted model folder
+    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n", "models/m/model.keras": keras_file(1.01)})
+    seen = verdicts()
+    assert seen["reports/m/history.csv"][0] == seen["models/m"][0] == verify.DIFFERENT
+    (root / "models/m/stray.txt").write_text("x")
+    assert verdicts()["models/m"] == (verify.DIFFERENT, "files ['stray.txt'] only on one side")
+    assert verify.main([]) == 1
+
+    # metrics beyond rounding: within the grid's seed spread, or not
+    write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.83, "test_loss": 0.6}).encode()})
+    assert verdicts()["reports/m/metrics.json"] == (
+        verify.WITHIN, "test accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)")
+    write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.70, "test_loss": 0.6}).encode()})
+    assert verdicts()["reports/m/metrics.json"][0] == verify.DIFFERENT
+
+    # without the DVC cache a changed model cannot be compared; an output never pulled is not here;
+    # a report committed to git and deleted is missing
+    (root / "models/m/stray.txt").unlink()
+    subprocess.run(["rm", "-r", str(root / ".dvc/cache")], check=True)
+    assert verdicts()["models/m"][0] == verify.UNKNOWN
+    subprocess.run(["rm", "-r", str(root / "models")], check=True)
+    write(root, files)
+    assert verdicts()["models/m"][0] == verify.NOT_HERE
+    assert verify.main([]) == 0
+    (root / "reports/m/training.json").unlink()
+    assert verdicts()["reports/m/training.json"][0] == verify.MISSING
+
+    cli = subprocess.run([sys.executable, "-m", "classic_cnns.verify"], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert cli.returncode == 1 and "reports/m/training.json  missing here  [train@m]" in cli.stdout
+    assert "within a relative 1e-05" in cli.stdout
+
+
+def test_close_is_relative():
+    assert verify.close(1e-9, 1.00001e-9) and not verify.close(1e-9, 1.1e-9)
+    assert verify.same_json({"a": [1, 2.0, "x"]}, {"a": [1, 2.000001, "x"]})
+    assert not verify.same_json({"a": [1, 2.0, "x"]}, {"a": [1, 2.0, "y"]})
+    assert verify.same_csv(b"a,b\nx,1e-3\n", b"a,b\nx,0.001000001\n") and not verify.same_csv(b"a\n1\n", b"a\n1\n2\n")
+    assert np.isclose(float(verify.RTOL), 1e-5)
