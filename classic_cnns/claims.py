@@ -190,6 +190,6 @@ def blocks(budgets: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict]], ablation
                      "leaves larger feature maps for the layers after it (see the parameter counts): the "
                      "first-kernel rows compare those whole networks, not the kernel alone."))
     out.append(("p", "Rerun: `dvc repro ablations/dvc.yaml` (cells already run are cached); the full-size grid: "
-                     "`python -m bench.device --grid 4` on a GPU machine. Each quick cell is an MLflow run under the "
+                     "`python -m bench.device --grid 6` on a GPU machine. Each quick cell is an MLflow run under the "
                      "parent run of the grid, tagged ablation_variant and ablation_groups."))
     return out

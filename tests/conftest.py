@@ -225,7 +225,7 @@ def serve():
         server.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fixture_data(tmp_path_factory):
     """Tiny MNIST and CIFAR-10 in their official formats, plus a spec-override file pinning the
     fixtures' checksums (the test-only stand-in for the real pinned ones)."""
@@ -249,11 +249,51 @@ TINY_PARAMS = {
 }
 
 
-@pytest.fixture
-def project(tmp_path, fixture_data, serve, monkeypatch):
-    """A git-initialised copy of the project with tiny params, its data served over http."""
+@pytest.fixture(scope="session")
+def project_env(tmp_path_factory, fixture_data) -> dict[str, str]:
+    """What a test project's stages and `dvc` run with: the fixtures served over http on 127.0.0.1
+    as the data mirror, their checksums, this Python's scripts first on PATH."""
     mirror, sums = fixture_data
-    root = tmp_path / "project"
+    handler = functools.partial(_QuietHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {
+        "DATA_MIRROR": f"http://127.0.0.1:{server.server_address[1]}/",
+        "CLASSIC_CNN_DATASET_SPEC": str(write_spec(tmp_path_factory.mktemp("spec") / "spec.json", sums)),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "true",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    server.shutdown()
+    server.server_close()
+
+
+def tiny_env(project_env: dict) -> dict[str, str]:
+    """project_env for a subprocess, with the project's own MLflow store (no MLFLOW_TRACKING_URI)."""
+    env = {**os.environ, **project_env}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A copy of a test project. DVC's cache, data/ and models/ are hard-linked (the stages and DVC
+    replace those files, never write into them); everything else, mlflow.db included, is copied."""
+    def link_or_copy(a, b):
+        rel = Path(a).relative_to(src).parts
+        if rel[0] in ("data", "models") or rel[:2] == (".dvc", "cache"):
+            os.link(a, b)
+        else:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory) -> Path:
+    """A git-initialised copy of the project with tiny params: 1 epoch per model, float32."""
+    root = tmp_path_factory.mktemp("template") / "project"
     root.mkdir()
     for rel in PROJECT_FILES:
         src = ROOT / rel
@@ -270,21 +310,79 @@ def project(tmp_path, fixture_data, serve, monkeypatch):
         # float32: bfloat16 is emulated, ~20x slower, on CPUs without it (test_recipe_knobs_train covers it)
         model.update(epochs=1, batch_size=32, mixed_precision=False)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        "DATA_MIRROR": serve(mirror),
-        "CLASSIC_CNN_DATASET_SPEC": str(write_spec(tmp_path / "spec.json", sums)),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "true",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's default store
+    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "fixture"], root)
+    run(["git", "commit", "-qm", "fixture"], root, env=env)
     return root
+
+
+class Ran:
+    """A test project after a real `dvc repro`: its root, what DVC printed, and the folder of the
+    params each stage read (CLASSIC_CNNS_PARAMS_TRACE)."""
+
+    def __init__(self, root: Path, result: subprocess.CompletedProcess, trace: Path):
+        self.root, self.result, self.trace = root, result, trace
+
+
+@pytest.fixture(scope="session")
+def prepared_template(tmp_path_factory, template, project_env) -> Ran:
+    """The tiny project with both datasets downloaded and prepared by `dvc repro` (once a session)."""
+    root = copy_project(template, tmp_path_factory.mktemp("prepared") / "project")
+    trace = tmp_path_factory.mktemp("trace")
+    from classic_cnns.params import TRACE_ENV
+
+    result = run(["dvc", "repro", "prepare@mnist", "prepare@cifar10"], root,
+                 env={**tiny_env(project_env), TRACE_ENV: str(trace)})
+    return Ran(root, result, trace)
+
+
+@pytest.fixture(scope="session")
+def pipeline_template(tmp_path_factory, prepared_template, project_env) -> Ran:
+    """The tiny project after the whole default `dvc repro` on TensorFlow (once a session; its data
+    from prepared_template): read it, or work on a copy (pipeline_copy)."""
+    root = copy_project(prepared_template.root, tmp_path_factory.mktemp("pipeline") / "project")
+    trace = tmp_path_factory.mktemp("trace")
+    shutil.copytree(prepared_template.trace, trace, dirs_exist_ok=True)
+    from classic_cnns.params import TRACE_ENV
+
+    result = run(["dvc", "repro"], root, env={**tiny_env(project_env), TRACE_ENV: str(trace)})
+    return Ran(root, result, trace)
+
+
+def use_env(monkeypatch, project_env: dict) -> None:
+    for key, value in project_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's default store
+
+
+@pytest.fixture
+def project(tmp_path, template, project_env, monkeypatch) -> Path:
+    """A fresh copy of the tiny project (no data yet), its data served over http."""
+    use_env(monkeypatch, project_env)
+    return copy_project(template, tmp_path / "project")
+
+
+@pytest.fixture
+def prepared_project(tmp_path, prepared_template, project_env, monkeypatch) -> Path:
+    """A copy of the tiny project with both datasets prepared (DVC sees them up to date)."""
+    use_env(monkeypatch, project_env)
+    return copy_project(prepared_template.root, tmp_path / "project")
+
+
+@pytest.fixture
+def pipeline(pipeline_template, project_env, monkeypatch) -> Ran:
+    """The session's finished tiny pipeline, to read only (change things in pipeline_copy)."""
+    use_env(monkeypatch, project_env)
+    return pipeline_template
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path, pipeline_template, project_env, monkeypatch) -> Path:
+    """A copy of the finished tiny pipeline (its MLflow store included) to change things in."""
+    use_env(monkeypatch, project_env)
+    return copy_project(pipeline_template.root, tmp_path / "project")
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -332,3 +430,14 @@ def small_disk(tmp_path):
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+PROJECT_FIXTURES = {"project", "prepared_project", "pipeline", "pipeline_copy", "team_server", "s3_server"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that run the stages or `dvc` on a test project are `slow`: `pytest -m "not slow"` is the
+    edit-test loop (README)."""
+    for item in items:
+        if PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -29,13 +29,13 @@ def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
     assert float(step.split()[3]) > 0 and step.split()[4] == "100%"
 
 
-def test_the_device_check_trains_evaluates_and_checks_determinism(project, tmp_path):
+def test_the_device_check_trains_evaluates_and_checks_determinism(prepared_project, tmp_path):
     """bench/device.py (what bench/device.sh runs on a GPU machine), on CPU and tiny data."""
     import json
 
     from tests.conftest import run
 
-    run(["dvc", "repro", "prepare@mnist"], project)
+    project = prepared_project
     out = tmp_path / "device.json"
     result = run([sys.executable, "-m", "bench.device", "--models", "lenet5", "--epochs", "2", "--no-diagnose",
                   "--peak-size", "64", "--out", str(out)], project)

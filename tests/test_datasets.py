@@ -39,7 +39,8 @@ def test_only_a_dataset_declared_so_is_padded():
     assert check(own, x, np.zeros(2, np.uint8), "train")[0].shape == (2, 28, 28, 1)
 
 
-def test_a_users_dataset_is_named_by_its_own_title_and_classes(project):
+def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
+    project = pipeline_copy  # the default pipeline done: only the new dataset's stages and their readers run
     rng = np.random.default_rng(0)
     classes = ["circle", "square", "cross"]
 
@@ -60,13 +61,14 @@ def test_a_users_dataset_is_named_by_its_own_title_and_classes(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     out = run(["dvc", "repro"], project).stdout
-    assert "download@shapes" in out and "lenet5: lenet5 on Tiny shapes (non-official local copy)" in out
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
+        "download@shapes", "prepare@shapes", "train@lenet5", "evaluate@lenet5", "report"} and "lenet5: lenet5 on Tiny shapes (non-official local copy)" in out
     meta = json.loads((project / "data/prepared/shapes.json").read_text())
     assert meta["title"] == "Tiny shapes" and meta["classes"] == classes and meta["shape"] == [20, 20, 3]
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    (lenet,) = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id],
-                                  filter_string="tags.model = 'lenet5'")
+    lenet, _mnist = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id],
+                                       filter_string="tags.model = 'lenet5'", order_by=["attributes.start_time DESC"])
     assert lenet.data.tags["dataset_title"] == "Tiny shapes (non-official local copy)"
     assert lenet.info.run_name == "lenet5-shapes"
 

@@ -16,12 +16,11 @@ def test_the_notebook_recipe_is_the_models_defaults_plus_its_settings():
         "constant", False, 0, 0.0, False)
 
 
-def test_diagnose_measures_both_recipes(project):
+def test_diagnose_measures_both_recipes(prepared_project):
+    project = prepared_project
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["diagnose"].update(steps=6, every=3, probe_images=16)
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    stage("download", "cifar10", cwd=project)
-    stage("prepare", "cifar10", cwd=project)
     stage("diagnose", cwd=project)
     out = project / "reports/diagnostics"
     steps = pd.read_csv(out / "steps.csv")

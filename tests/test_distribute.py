@@ -12,7 +12,7 @@ import pytest
 
 from classic_cnns.distribute import Placement, local_share
 from tests.conftest import free_port, run
-from tests.test_training import prepared, set_params, weights
+from tests.test_training import set_params, weights
 
 
 def test_the_processes_shares_make_up_each_global_batch_in_order():
@@ -29,9 +29,9 @@ def train(project, env: dict) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "stages.train", "lenet5"], project, env={"KERAS_BACKEND": "jax", **env})
 
 
-def test_two_devices_and_two_processes_train_as_one_device(project):
+def test_two_devices_and_two_processes_train_as_one_device(prepared_project):
     pytest.importorskip("jax")
-    prepared(project)
+    project = prepared_project
     set_params(project, epochs=2)
     train(project, {})
     history = pd.read_csv(project / "reports/lenet5/history.csv")
@@ -64,8 +64,8 @@ def test_two_devices_and_two_processes_train_as_one_device(project):
     assert (cost["devices"], cost["processes"]) == (2, 2)
 
 
-def test_several_devices_on_another_backend_is_one_line(project):
-    prepared(project)
+def test_several_devices_on_another_backend_is_one_line(prepared_project):
+    project = prepared_project
     set_params(project, devices=2)
     failed = run([sys.executable, "-m", "stages.train", "lenet5"], project, check=False,
                  env={"KERAS_BACKEND": "tensorflow"})

@@ -2,6 +2,7 @@
 on a new store, an unexpected exception. Each ends as one line and a non-zero exit, and loses
 nothing (README, "Reliability")."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,11 +15,12 @@ from mlflow.tracking import MlflowClient
 from classic_cnns import outputs
 from classic_cnns.errors import DiskFull, TRACEBACK_ENV, run_stage
 from tests.conftest import free_port, stage
-from tests.test_training import prepared, set_params
+from tests.test_training import set_params
 
 
-def test_a_full_disk_during_prepare_is_named_and_leaves_nothing(project, small_disk):
-    stage("download", "mnist", cwd=project)
+def test_a_full_disk_during_prepare_is_named_and_leaves_nothing(prepared_project, small_disk):
+    project = prepared_project
+    shutil.rmtree(project / "data" / "prepared")
     (project / "data" / "prepared").symlink_to(small_disk)
     result = stage("prepare", "mnist", cwd=project, check=False)
     assert result.returncode == 1
@@ -50,8 +52,8 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_is_there_on_request(m
 
 
 @pytest.mark.parametrize("server", ["refusing", "silent"])
-def test_a_dead_tracking_server_fails_the_stage_in_seconds(project, monkeypatch, server):
-    prepared(project)
+def test_a_dead_tracking_server_fails_the_stage_in_seconds(prepared_project, monkeypatch, server):
+    project = prepared_project
     with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -92,8 +94,8 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(project, tmp_path, monkeypatch):
-    prepared(project)
+def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepared_project, tmp_path, monkeypatch):
+    project = prepared_project
     set_params(project, epochs=3)
     port = free_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
@@ -171,8 +173,10 @@ def test_a_stage_run_before_its_inputs_exist_names_the_stage_that_makes_them(pro
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: data/prepared/mnist.json is missing: run `dvc repro prepare@mnist` first"]
-    stage("download", "mnist", cwd=project)
-    stage("prepare", "mnist", cwd=project)
-    result = stage("evaluate", "lenet5", cwd=project, check=False)
+
+
+def test_a_stage_run_before_the_model_exists_names_the_training_stage(prepared_project):
+    result = stage("evaluate", "lenet5", cwd=prepared_project, check=False)
+    assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: models/lenet5/model.keras is missing: run `dvc repro train@lenet5` first"]

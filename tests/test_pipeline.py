@@ -14,7 +14,8 @@ import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
 
-from classic_cnns.params import TRACE_ENV
+from classic_cnns import verify
+from classic_cnns.framework_logs import ABSL_LINE
 from classic_cnns.tracking import project_root
 from tests.conftest import ROOT, assert_stages_declare_what_they_read, free_port, holding_proxy, run
 
@@ -46,37 +47,64 @@ def runs_by_name(root):
     return client, grouped
 
 
-def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch, s3_server):
-    monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace"))
-    first = run(["dvc", "repro"], project)
-    everything = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10", "train@lenet5",
-                  "train@alexnet", "evaluate@lenet5", "evaluate@alexnet", "diagnose", "report"}
-    assert ran(first.stdout) == everything
-    # each stage declares exactly the params it reads, so a knob makes stale exactly its readers
-    assert assert_stages_declare_what_they_read(project / "dvc.lock", tmp_path / "trace") == everything
-    assert "E0000" not in first.stdout + first.stderr  # no framework noise: the stages' own lines
-    assert "lenet5 epoch 1/1: accuracy" in first.stdout
+EVERYTHING = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10", "train@lenet5",
+              "train@alexnet", "evaluate@lenet5", "evaluate@alexnet", "diagnose", "report"}
+DATA = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10"}
 
-    # DVC's views fit a terminal: scalar metrics only; the README's exp show line in 200 columns
-    shown = run(["dvc", "metrics", "show"], project).stdout
+
+def test_dvc_repro_runs_every_stage_once_and_prints_only_their_lines(pipeline, prepared_template):
+    # the session's fixtures ran `dvc repro prepare@mnist prepare@cifar10`, then the plain `dvc repro`
+    assert ran(prepared_template.result.stdout) == DATA
+    assert ran(pipeline.result.stdout) == EVERYTHING - DATA
+    # each stage declares exactly the params it reads, so a knob makes stale exactly its readers
+    assert assert_stages_declare_what_they_read(pipeline.root / "dvc.lock", pipeline.trace) == EVERYTHING
+    for result in (prepared_template.result, pipeline.result):
+        leaked = [line for line in (result.stdout + result.stderr).splitlines()
+                  if ABSL_LINE.match(line) or "absl::InitializeLog" in line or line.startswith("E0000")]
+        assert not leaked, leaked  # no framework noise: the stages' own lines (test_framework_logs forces it)
+    assert "lenet5 epoch 1/1: accuracy" in pipeline.result.stdout
+    for rel in STAGE_OUTPUTS:
+        assert (pipeline.root / rel).exists(), rel
+    assert ran(run(["dvc", "repro"], pipeline.root).stdout) == set()  # nothing changed: nothing reruns
+
+
+def test_dvcs_views_fit_a_terminal_and_plots_render_offline(pipeline):
+    # scalar metrics only; the README's exp show line in 200 columns
+    shown = run(["dvc", "metrics", "show"], pipeline.root).stdout
     assert "test_accuracy" in shown and "epoch_seconds" not in shown
     assert max(map(len, shown.splitlines())) <= 120, shown
-    table = run(EXP_SHOW, project, env={"COLUMNS": "200"}).stdout
+    table = run(EXP_SHOW, pipeline.root, env={"COLUMNS": "200"}).stdout
     assert "reports/alexnet/metrics.json:test_accuracy" in table and "models.lenet5.learning_rate" in table
     assert max(map(len, table.splitlines())) <= 200, table
-    assert_plots_render_offline(project)
-    for rel in STAGE_OUTPUTS:
-        assert (project / rel).exists(), rel
+    assert_plots_render_offline(pipeline.root)
 
-    metrics = {m: json.loads((project / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
-    details = {m: json.loads((project / f"reports/{m}/evaluation.json").read_text()) for m in ("lenet5", "alexnet")}
+
+def test_the_metrics_files_and_the_report(pipeline):
+    root = pipeline.root
+    metrics = {m: json.loads((root / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
+    details = {m: json.loads((root / f"reports/{m}/evaluation.json").read_text()) for m in ("lenet5", "alexnet")}
     for m, d in zip(metrics.values(), details.values()):
         assert 0.0 <= m["test_accuracy"] <= 1.0
         assert d["test_images"] == 80
     assert details["lenet5"]["test_views"] == 1 and details["alexnet"]["test_views"] == 10
     assert metrics["lenet5"]["test_accuracy_single_view"] == metrics["lenet5"]["test_accuracy"]
 
-    client, runs = runs_by_name(project)
+    report = (root / "reports/report.md").read_text()
+    assert "61,706" in report
+    assert f"{100 * metrics['lenet5']['test_accuracy']:.2f}%" in report
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (root / "reports" / image).exists(), image
+    assert "data:image/png;base64," in (root / "reports/report.html").read_text()
+    # verify hashes each output itself, folders included, as DVC does
+    for path, (_, digest) in verify.output_hashes((root / "dvc.lock").read_text()).items():
+        files = verify.current_files(root / path)
+        assert (verify.folder_md5(files) if digest.endswith(".dir") else verify.md5(files[""])) == digest, path
+
+
+def test_mlflow_holds_a_run_per_model_the_registry_and_the_report(pipeline, monkeypatch):
+    root = pipeline.root
+    metrics = {m: json.loads((root / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
+    client, runs = runs_by_name(root)
     assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1, "report": 1}
     for name, model in (("lenet5-mnist", "lenet5"), ("alexnet-cifar10", "alexnet")):
         r = runs[name][0]
@@ -95,22 +123,15 @@ def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch, s3_server):
         assert "evaluation/confusion.csv" in evaluation
     lenet = runs["lenet5-mnist"][0]
     assert lenet.data.tags["dataset_sha256.train-images-idx3-ubyte.gz"] == json.loads(
-        (project / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
+        (root / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     loaded = mlflow.pyfunc.load_model(f"runs:/{lenet.info.run_id}/model")
-    with np.load(project / "data/prepared/mnist.npz") as data:
+    with np.load(root / "data/prepared/mnist.npz") as data:
         x = data["x_test"][:5].astype("float32")
     probs = np.asarray(loaded.predict(x))
     assert probs.shape == (5, 10)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
-
-    report = (project / "reports/report.md").read_text()
-    assert "61,706" in report
-    assert f"{100 * metrics['lenet5']['test_accuracy']:.2f}%" in report
-    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
-        assert (project / "reports" / image).exists(), image
-    assert "data:image/png;base64," in (project / "reports/report.html").read_text()
 
     for registered in ("lenet5-mnist", "alexnet-cifar10"):
         (version,) = client.search_model_versions(f"name='{registered}'")
@@ -122,15 +143,15 @@ def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch, s3_server):
     assert {a.path for a in client.list_artifacts(report_run.info.run_id, "report")} >= {
         "report/report.md", "report/report.html", "report/figures"}
 
-    listed = query_mlflow_server(project)
+    listed = query_mlflow_server(root)
     assert {"lenet5-mnist", "alexnet-cifar10", "report"} <= listed["runs"]
     assert {"lenet5-mnist", "alexnet-cifar10"} <= listed["registered_models"]
 
-    second = run(["dvc", "repro"], project)
-    assert ran(second.stdout) == set(), second.stdout
 
-    # The team's remote (README, "Sharing results"): push to an S3-compatible server; a fresh clone
-    # pulls the results instead of computing them: nothing to rerun, the report regenerates the same
+def test_a_push_cut_off_is_finished_by_a_rerun_and_a_fresh_clone_pulls_the_results(pipeline_copy, tmp_path, s3_server):
+    """The team's remote (README, "Sharing results"): push to an S3-compatible server; a fresh
+    clone pulls the results instead of computing them: nothing to rerun, the report regenerates the same."""
+    project = pipeline_copy
     run(["dvc", "remote", "add", "-d", "team", "s3://classic-cnns/dvc"], project)
     run(["dvc", "remote", "modify", "team", "endpointurl", s3_server], project)
     # a push cut off part way (here: killed while the store hangs on its 4th upload) ...
@@ -157,19 +178,26 @@ def test_dvc_repro_end_to_end(project, tmp_path, monkeypatch, s3_server):
     assert (clone / "models/lenet5/model.keras").read_bytes() == (project / "models/lenet5/model.keras").read_bytes()
     assert "up to date" in run(["dvc", "status", "dvc.yaml"], clone).stdout
     assert ran(run(["dvc", "repro"], clone).stdout) == set()
-    own_store = {"MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}"}  # mlflow.set_tracking_uri above set it
+    own_store = {"MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}"}
     assert ran(run(["dvc", "repro", "-f", "-s", "report"], clone, env=own_store).stdout) == {"report"}
     assert (clone / "reports/report.md").read_bytes() == (project / "reports/report.md").read_bytes()
 
-    # DVC deletes a stage's outputs before running it, so a failed run leaves none; `dvc checkout`
-    # restores the cached ones (README, Reliability). A dead tracking server fails in seconds.
+
+def test_a_failed_stage_leaves_no_outputs_and_dvc_checkout_restores_them(pipeline_copy):
+    """DVC deletes a stage's outputs before running it, so a failed run leaves none; `dvc checkout`
+    restores the cached ones (README, Reliability). A dead tracking server fails in seconds."""
+    project = pipeline_copy
     failed = run(["dvc", "repro", "-f", "-s", "train@lenet5"], project, check=False,
                  env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert failed.returncode != 0 and "http://127.0.0.1:9 (MLFLOW_TRACKING_URI) does not answer" in failed.stderr
     assert not (project / "models/lenet5").exists()
     run(["dvc", "checkout", "train@lenet5"], project)
     assert (project / "models/lenet5/model.keras").exists()
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout
 
+
+def test_a_knob_reruns_exactly_its_readers_and_mlflow_keeps_every_run(pipeline_copy):
+    project = pipeline_copy
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["models"]["lenet5"]["epochs"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

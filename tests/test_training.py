@@ -38,11 +38,6 @@ def mlflow_runs(root):
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
 
 
-def prepared(root, dataset="mnist"):
-    stage("download", dataset, cwd=root)
-    stage("prepare", dataset, cwd=root)
-
-
 def test_check_learning_flags_a_loss_stuck_at_ln_classes():
     params = load_params(ROOT / "params.yaml")
     stuck = {"loss": math.log(10) + 0.01, "accuracy": 0.1, "val_loss": 2.3, "val_accuracy": 0.1}
@@ -83,8 +78,8 @@ def test_epoch_data_depends_only_on_seed_and_epoch_and_augments():
         assert any(np.array_equal(a[i], cand) for cand in candidates)
 
 
-def test_a_diverging_learning_rate_stops_the_stage_and_fails_the_run(project):
-    prepared(project, "cifar10")
+def test_a_diverging_learning_rate_stops_the_stage_and_fails_the_run(prepared_project):
+    project = prepared_project
     set_params(project, "alexnet", optimizer="sgd", learning_rate=10.0, momentum=0.9, epochs=3,
                schedule="constant", warmup_epochs=0)
     result = stage("train", "alexnet", cwd=project, check=False)
@@ -101,8 +96,8 @@ def test_a_diverging_learning_rate_stops_the_stage_and_fails_the_run(project):
     assert failed.data.tags["failure_reason"] in ("non-finite loss", "diverged")
 
 
-def test_a_network_that_cannot_learn_fails_with_its_symptom(project):
-    prepared(project)
+def test_a_network_that_cannot_learn_fails_with_its_symptom(prepared_project):
+    project = prepared_project
     set_params(project, learning_rate=1e-8, epochs=3, health={"check_after_epochs": 1, "loss_margin": 0.5,
                                                              "accuracy_margin": 0.1})
     result = run(["dvc", "repro", "train@lenet5"], project, check=False)
@@ -115,8 +110,8 @@ def test_a_network_that_cannot_learn_fails_with_its_symptom(project):
     assert failed.data.tags["failure_epoch"] == "1"
 
 
-def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repeat(project, tmp_path, monkeypatch):
-    prepared(project)
+def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repeat(prepared_project, monkeypatch):
+    project = prepared_project
     set_params(project, epochs=3, learning_rate=0.001)
     stage("train", "lenet5", cwd=project)
     reference = weights(project)
@@ -170,8 +165,8 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     assert [m.step for m in history] == [1, 2, 3]  # each epoch once
 
 
-def test_recipe_knobs_train(project):
-    prepared(project)
+def test_recipe_knobs_train(prepared_project):
+    project = prepared_project
     set_params(project, optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=0.0005, schedule="cosine",
                warmup_epochs=1, label_smoothing=0.1, epochs=3, early_stopping_patience=1,
                augment_crop_padding=2, augment_flip=True, batch_norm=True, kernel_initializer="he_normal",
