@@ -290,11 +290,33 @@ def copy_project(src: Path, dst: Path) -> Path:
     return dst
 
 
+@contextlib.contextmanager
+def built_once(tmp_path_factory, name: str):
+    """A folder that one process of the test session builds and every xdist worker shares: yields
+    (folder, built) under a file lock; the caller builds when `built` is False."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above each worker's own
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        yield folder, done.exists()
+        done.touch()
+
+
 @pytest.fixture(scope="session")
 def template(tmp_path_factory) -> Path:
     """A git-initialised copy of the project with tiny params: 1 epoch per model, float32."""
-    root = tmp_path_factory.mktemp("template") / "project"
-    root.mkdir()
+    with built_once(tmp_path_factory, "template") as (folder, built):
+        root = folder / "project"
+        if not built:
+            make_template(root)
+    return root
+
+
+def make_template(root: Path) -> None:
+    root.mkdir(parents=True)
     for rel in PROJECT_FILES:
         src = ROOT / rel
         dst = root / rel
@@ -315,40 +337,46 @@ def template(tmp_path_factory) -> Path:
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "fixture"], root, env=env)
-    return root
 
 
 class Ran:
-    """A test project after a real `dvc repro`: its root, what DVC printed, and the folder of the
-    params each stage read (CLASSIC_CNNS_PARAMS_TRACE)."""
+    """A test project after a real `dvc repro`: its root, what DVC printed (stdout, stderr), and the
+    folder of the params each stage read (CLASSIC_CNNS_PARAMS_TRACE)."""
 
-    def __init__(self, root: Path, result: subprocess.CompletedProcess, trace: Path):
-        self.root, self.result, self.trace = root, result, trace
+    def __init__(self, folder: Path):
+        self.root, self.trace = folder / "project", folder / "trace"
+        self.stdout, self.stderr = ((folder / name).read_text() for name in ("stdout", "stderr"))
+
+
+def repro(folder: Path, source: Path, args: list[str], env: dict) -> Ran:
+    """Copy `source` to folder/project, run `dvc repro *args` there with a params trace; keep its output."""
+    from classic_cnns.params import TRACE_ENV
+
+    copy_project(source, folder / "project")
+    result = run(["dvc", "repro", *args], folder / "project", env={**env, TRACE_ENV: str(folder / "trace")})
+    (folder / "stdout").write_text(result.stdout)
+    (folder / "stderr").write_text(result.stderr)
+    return Ran(folder)
 
 
 @pytest.fixture(scope="session")
 def prepared_template(tmp_path_factory, template, project_env) -> Ran:
     """The tiny project with both datasets downloaded and prepared by `dvc repro` (once a session)."""
-    root = copy_project(template, tmp_path_factory.mktemp("prepared") / "project")
-    trace = tmp_path_factory.mktemp("trace")
-    from classic_cnns.params import TRACE_ENV
-
-    result = run(["dvc", "repro", "prepare@mnist", "prepare@cifar10"], root,
-                 env={**tiny_env(project_env), TRACE_ENV: str(trace)})
-    return Ran(root, result, trace)
+    with built_once(tmp_path_factory, "prepared") as (folder, built):
+        if not built:
+            repro(folder, template, ["prepare@mnist", "prepare@cifar10"], tiny_env(project_env))
+    return Ran(folder)
 
 
 @pytest.fixture(scope="session")
 def pipeline_template(tmp_path_factory, prepared_template, project_env) -> Ran:
     """The tiny project after the whole default `dvc repro` on TensorFlow (once a session; its data
     from prepared_template): read it, or work on a copy (pipeline_copy)."""
-    root = copy_project(prepared_template.root, tmp_path_factory.mktemp("pipeline") / "project")
-    trace = tmp_path_factory.mktemp("trace")
-    shutil.copytree(prepared_template.trace, trace, dirs_exist_ok=True)
-    from classic_cnns.params import TRACE_ENV
-
-    result = run(["dvc", "repro"], root, env={**tiny_env(project_env), TRACE_ENV: str(trace)})
-    return Ran(root, result, trace)
+    with built_once(tmp_path_factory, "pipeline") as (folder, built):
+        if not built:
+            shutil.copytree(prepared_template.trace, folder / "trace")  # the data stages' reads too
+            repro(folder, prepared_template.root, [], tiny_env(project_env))
+    return Ran(folder)
 
 
 def use_env(monkeypatch, project_env: dict) -> None:

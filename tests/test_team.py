@@ -2,7 +2,7 @@
 team's tracking server (team/server.sh: PostgreSQL, artifacts on the S3-compatible store) with
 nothing changed but MLFLOW_TRACKING_URI; what DVC sees of a rerun (the same code, params and data
 give the same dvc.lock: no run ids, dates or wall times in hashed outputs; the evaluation finds its
-training run by the model file alone); and queued experiments run 4 at a time against the server."""
+training run by the model file alone); and queued experiments run 2 at a time against the server."""
 import json
 import time
 
@@ -61,20 +61,20 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     assert elsewhere.data.tags["trained_elsewhere"] == "true" and "test_accuracy" in elsewhere.data.metrics
     assert (project / "dvc.lock").read_text() == lock
 
-    # Four experiments at once (`dvc queue start -j 4`), each logging to the server
+    # Queued experiments run at once (`dvc queue start -j 2`), each logging to the server
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "results"], project)
-    rates = ["0.001", "0.003", "0.004", "0.005"]
+    rates = ["0.001", "0.003"]
     for rate in rates:
         run(["dvc", "exp", "run", "--queue", "-S", f"models.lenet5.learning_rate={rate}", "evaluate@lenet5"], project)
-    run(["dvc", "queue", "start", "-j", "4"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], project).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
-    assert status.count("Success") == 4, status + run(["dvc", "queue", "logs", "-f"], project, check=False).stdout
+    assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "-f"], project, check=False).stdout
     runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
     queued = {r.data.params.get("model.learning_rate"): r for r in runs
               if r.data.params.get("model.learning_rate") in rates}

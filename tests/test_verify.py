@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
+import pytest
 import yaml
 
 from classic_cnns import verify
@@ -23,7 +23,7 @@ def write(root, files: dict[str, bytes]):
         (root / path).write_bytes(data)
 
 
-def keras_file(scale: float = 1.0) -> bytes:
+def keras_file(folder, scale: float = 1.0) -> bytes:
     import keras
 
     from classic_cnns.outputs import save_keras_model
@@ -31,12 +31,9 @@ def keras_file(scale: float = 1.0) -> bytes:
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2, name="d")], name="m")
     model.set_weights([w * scale for w in model.get_weights()])
-    path = ROOT / ".pytest-verify.keras"
-    try:
-        save_keras_model(model, path)
-        return path.read_bytes()
-    finally:
-        path.unlink(missing_ok=True)
+    path = folder / f"model-{scale}.keras"
+    save_keras_model(model, path)
+    return path.read_bytes()
 
 
 def committed_project(root, files: dict[str, bytes], model: bytes) -> None:
@@ -61,10 +58,11 @@ def committed_project(root, files: dict[str, bytes], model: bytes) -> None:
 
 
 def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, monkeypatch):
-    root = tmp_path
+    root = tmp_path / "repo"
+    root.mkdir()
     files = {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode(),
              "reports/m/history.csv": b"epoch,loss\n1,0.5\n", "reports/m/training.json": b'{"best_epoch": 1}\n'}
-    model = keras_file()
+    model = keras_file(tmp_path)
     committed_project(root, files, model)
 
     def verdicts():
@@ -75,15 +73,16 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     # rounding: the 7th digit of a loss, of an accuracy, of every weight
     write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.50000012\n",
                  "reports/m/metrics.json": json.dumps({"test_accuracy": 0.8000001, "test_loss": 0.6}).encode(),
-                 "models/m/model.keras": keras_file(1 + 3e-7)})
+                 "models/m/model.keras": keras_file(tmp_path, 1 + 3e-7)})
     seen = verdicts()
     assert seen["reports/m/history.csv"][0] == seen["reports/m/metrics.json"][0] == verify.ROUNDING
-    assert seen["models/m"] == (verify.ROUNDING, "model.keras")  # from the DVC cache, weight by weight
+    assert seen["models/m"][0] == verify.ROUNDING  # from the DVC cache, weight by weight
+    assert seen["models/m"][1].startswith("model.keras: weights up to 3.")
     monkeypatch.chdir(root)
     assert verify.main([]) == 0
 
     # a real change: a loss in the 4th digit, weights 1% off, a corrupted model folder
-    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n", "models/m/model.keras": keras_file(1.01)})
+    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n", "models/m/model.keras": keras_file(tmp_path, 1.01)})
     seen = verdicts()
     assert seen["reports/m/history.csv"][0] == seen["models/m"][0] == verify.DIFFERENT
     (root / "models/m/stray.txt").write_text("x")
@@ -96,6 +95,13 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
         verify.WITHIN, "test accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)")
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.70, "test_loss": 0.6}).encode()})
     assert verdicts()["reports/m/metrics.json"][0] == verify.DIFFERENT
+
+    # a report committed without rerunning its stage is not what dvc.lock records: never "identical"
+    write(root, {"reports/m/training.json": b'{"best_epoch": 2}\n'})
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "by hand", "reports/m/training.json"], root)
+    assert verdicts()["reports/m/training.json"] == (
+        verify.DIFFERENT, "the committed copy is not what dvc.lock records (changed without rerunning its stage)")
+    write(root, {"reports/m/training.json": files["reports/m/training.json"]})
 
     # without the DVC cache a changed model cannot be compared; an output never pulled is not here;
     # a report committed to git and deleted is missing
@@ -112,12 +118,12 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     cli = subprocess.run([sys.executable, "-m", "classic_cnns.verify"], cwd=root, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cli.returncode == 1 and "reports/m/training.json  missing here  [train@m]" in cli.stdout
-    assert "within a relative 1e-05" in cli.stdout
+    assert f"within a relative {verify.RTOL:g}" in cli.stdout
 
 
 def test_close_is_relative():
-    assert verify.close(1e-9, 1.00001e-9) and not verify.close(1e-9, 1.1e-9)
-    assert verify.same_json({"a": [1, 2.0, "x"]}, {"a": [1, 2.000001, "x"]})
-    assert not verify.same_json({"a": [1, 2.0, "x"]}, {"a": [1, 2.0, "y"]})
-    assert verify.same_csv(b"a,b\nx,1e-3\n", b"a,b\nx,0.001000001\n") and not verify.same_csv(b"a\n1\n", b"a\n1\n2\n")
-    assert np.isclose(float(verify.RTOL), 1e-5)
+    assert verify.relative(1e-9, 1.00005e-9) < verify.RTOL < verify.relative(1e-9, 1.001e-9)
+    assert verify.json_deviation({"a": [1, 2.0, "x"]}, {"a": [1, 2.2, "x"]}) == pytest.approx(0.2 / 2.2)
+    assert verify.json_deviation({"a": [1, 2.0, "x"]}, {"a": [1, 2.0, "y"]}) is None
+    assert verify.csv_deviation(b"a,b\nx,1e-3\n", b"a,b\nx,0.0010001\n") == pytest.approx(1e-4 / 1.0001)
+    assert verify.csv_deviation(b"a\n1\n", b"a\n1\n2\n") is None
