@@ -40,7 +40,8 @@ import yaml
 IDENTICAL, ROUNDING, WITHIN = "identical", "equal within floating-point rounding", "within the seed spread"
 DIFFERENT, MISSING, UNKNOWN = "different", "missing here", "not comparable here"
 NOT_HERE = "not here"
-ORDER = [IDENTICAL, ROUNDING, WITHIN, NOT_HERE, UNKNOWN, DIFFERENT, MISSING]  # the worst verdict of a folder's files wins
+# best to worst: a folder gets its worst file's verdict
+ORDER = [IDENTICAL, ROUNDING, WITHIN, NOT_HERE, UNKNOWN, DIFFERENT, MISSING]
 RTOL = 1e-4  # numbers in CSV/JSON outputs
 WEIGHT_RTOL = 1e-3  # a model's weights, relative to their tensor's largest magnitude
 
@@ -204,7 +205,8 @@ def seed_spread(model: str, variants: dict[str, dict], results_dir: Path) -> flo
 
 def compare_metrics(committed: dict, rerun: dict, spread: float | None) -> tuple[str, str]:
     diff = rerun.get("test_accuracy", float("nan")) - committed.get("test_accuracy", float("nan"))
-    detail = (f"test accuracy {committed.get('test_accuracy')} -> {rerun.get('test_accuracy')} ({100 * diff:+.2f} points"
+    detail = (f"test accuracy {committed.get('test_accuracy')} -> {rerun.get('test_accuracy')} "
+              f"({100 * diff:+.2f} points"
               + (f"; seed spread {100 * spread:.2f}" if spread is not None else "; no seed spread recorded") + ")")
     if spread is not None and abs(diff) <= 2 * spread:
         return WITHIN, detail

@@ -278,10 +278,11 @@ def tiny_env(project_env: dict) -> dict[str, str]:
 
 def copy_project(src: Path, dst: Path) -> Path:
     """A copy of a test project. DVC's cache, data/ and models/ are hard-linked (the stages and DVC
-    replace those files, never write into them); everything else, mlflow.db included, is copied."""
+    replace those files, never write into them); everything else, mlflow.db and the .gitignore files
+    DVC appends to included, is copied."""
     def link_or_copy(a, b):
         rel = Path(a).relative_to(src).parts
-        if rel[0] in ("data", "models") or rel[:2] == (".dvc", "cache"):
+        if (rel[0] in ("data", "models") or rel[:2] == (".dvc", "cache")) and rel[-1] != ".gitignore":
             os.link(a, b)
         else:
             shutil.copy2(a, b)
@@ -463,9 +464,13 @@ def small_disk(tmp_path):
 PROJECT_FIXTURES = {"project", "prepared_project", "pipeline", "pipeline_copy", "team_server", "s3_server"}
 
 
+LONGEST_FIRST = ("test_the_pipeline_on_jax_against_the_team_server", "test_a_tiny_grid_runs_end_to_end")
+
+
 def pytest_collection_modifyitems(items):
     """Tests that run the stages or `dvc` on a test project are `slow`: `pytest -m "not slow"` is the
-    edit-test loop (README)."""
+    edit-test loop (README). The longest tests go first, so that the xdist workers finish together."""
     for item in items:
         if PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.name not in LONGEST_FIRST)

@@ -196,9 +196,10 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
     both = run(["ablations/parallel.sh", "2", "--force"], project, env={"CELLS": "lenet5-tanh-max"})
     assert len(re.findall(r"Running stage 'ablations/dvc.yaml:cell@", both.stdout)) == 2
     assert {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")} == serial
-    assert {path.name: json.loads(path.read_text())["concurrent_cells"] for path in (
-        project / "ablations/results").glob("*.json")} == {"lenet5-tanh-max-seed1.json": 2, "lenet5-tanh-max-seed2.json": 2,
-                                                             "lenet5-tanh-avg-seed1.json": 1, "lenet5-tanh-avg-seed2.json": 1}
+    concurrent = {path.name: json.loads(path.read_text())["concurrent_cells"]
+                  for path in (project / "ablations/results").glob("*.json")}
+    assert concurrent == {"lenet5-tanh-max-seed1.json": 2, "lenet5-tanh-max-seed2.json": 2,
+                          "lenet5-tanh-avg-seed1.json": 1, "lenet5-tanh-avg-seed2.json": 1}
     claims_again = run(["dvc", "repro", "ablations/dvc.yaml"], project)  # what parallel.sh runs without CELLS
     assert re.findall(r"Running stage '([^']+)'", claims_again.stdout) == ["ablations/dvc.yaml:claims"]
     assert [(c["claim"], c["verdict"], c["difference"])

@@ -169,7 +169,11 @@ def test_a_push_cut_off_is_finished_by_a_rerun_and_a_fresh_clone_pulls_the_resul
         push.kill()
         push.wait()
     bucket = boto3.client("s3", endpoint_url=s3_server)
-    assert len(bucket.list_objects_v2(Bucket="classic-cnns", Prefix="dvc/").get("Contents", [])) == 3
+    stored = lambda: len(bucket.list_objects_v2(Bucket="classic-cnns", Prefix="dvc/").get("Contents", []))  # noqa: E731
+    deadline = time.monotonic() + 60  # the 3 uploads let through may still be on their way to the store
+    while stored() < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored() == 3
     # ... rerun, completes: it uploads the rest, and the remote then holds everything
     pushed = run(["dvc", "push"], project).stdout
     assert re.search(r"(\d+) files? pushed", pushed), pushed

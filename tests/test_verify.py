@@ -49,7 +49,8 @@ def committed_project(root, files: dict[str, bytes], model: bytes) -> None:
     (root / ".gitignore").write_text("/models/\n/.dvc/cache/\n")
     hashes = {p: hashlib.md5(b).hexdigest() for p, b in files.items()}
     (root / "dvc.lock").write_text(lock({**hashes, "models/m": folder}))
-    (root / "params.yaml").write_text(yaml.safe_dump({"ablations": {"variants": {"m": {"base": "m"}, "m-x": {"base": "m", "a": 1}}}}))
+    variants = {"m": {"base": "m"}, "m-x": {"base": "m", "a": 1}}
+    (root / "params.yaml").write_text(yaml.safe_dump({"ablations": {"variants": variants}}))
     for seed, acc in ((1, 0.78), (2, 0.80), (3, 0.82)):  # stdev 0.02
         write(root, {f"ablations/results/m-seed{seed}.json": json.dumps({"test_accuracy": acc}).encode()})
     run(["git", "init", "-q"], root)
@@ -82,7 +83,8 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     assert verify.main([]) == 0
 
     # a real change: a loss in the 4th digit, weights 1% off, a corrupted model folder
-    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n", "models/m/model.keras": keras_file(tmp_path, 1.01)})
+    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n",
+                 "models/m/model.keras": keras_file(tmp_path, 1.01)})
     seen = verdicts()
     assert seen["reports/m/history.csv"][0] == seen["models/m"][0] == verify.DIFFERENT
     (root / "models/m/stray.txt").write_text("x")
@@ -98,7 +100,8 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
 
     # a report committed without rerunning its stage is not what dvc.lock records: never "identical"
     write(root, {"reports/m/training.json": b'{"best_epoch": 2}\n'})
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "by hand", "reports/m/training.json"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "by hand", "reports/m/training.json"],
+        root)
     assert verdicts()["reports/m/training.json"] == (
         verify.DIFFERENT, "the committed copy is not what dvc.lock records (changed without rerunning its stage)")
     write(root, {"reports/m/training.json": files["reports/m/training.json"]})
