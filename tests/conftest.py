@@ -126,20 +126,27 @@ def s3_server(tmp_path, monkeypatch):
 
 
 class _HoldingProxy(http.server.BaseHTTPRequestHandler):
-    """Forwards HTTP requests to `server.target`; from the (allow+1)th PUT on, holds each request
-    unanswered (sets `server.held`) until `server.release` is set, then drops the connection."""
+    """Forwards HTTP requests to `server.target`; lets `server.allow` requests that complete an
+    object through (a PUT of a whole object, or the POST that completes a multipart upload; the
+    parts of a multipart upload always pass), and holds every later one unanswered (sets
+    `server.held`) until `server.release` is set, then drops the connection."""
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
 
+    def completes_an_object(self) -> bool:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        return (self.command == "PUT" and "partNumber" not in query) or (self.command == "POST" and "uploadId" in query)
+
     def forward(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        if self.command == "PUT":
+        if self.completes_an_object():
             with self.server.lock:
-                self.server.puts += 1
-                hold = self.server.puts > self.server.allow
+                hold = self.server.puts >= self.server.allow
+                if not hold:
+                    self.server.puts += 1
             if hold:
                 self.server.held.set()
                 self.server.release.wait(600)
@@ -164,9 +171,9 @@ class _HoldingProxy(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def holding_proxy(target_url: str, allow: int):
-    """A proxy on 127.0.0.1 in front of `target_url` that lets `allow` uploads (PUTs) through and
-    hangs on every later one: an upload cut off part way, deterministically. Yields the server
-    (`.url`, `.held`: an Event set when it first holds one)."""
+    """A proxy on 127.0.0.1 in front of `target_url` that lets `allow` objects be stored and hangs
+    on every later one: an upload cut off part way, deterministically. Yields the server (`.url`,
+    `.held`: an Event set when it first holds one)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HoldingProxy)
     server.daemon_threads = False  # server_close() then waits for uploads still being forwarded
     parsed = urllib.parse.urlsplit(target_url)
@@ -464,7 +471,8 @@ def small_disk(tmp_path):
 PROJECT_FIXTURES = {"project", "prepared_project", "pipeline", "pipeline_copy", "team_server", "s3_server"}
 
 
-LONGEST_FIRST = ("test_the_pipeline_on_jax_against_the_team_server", "test_a_tiny_grid_runs_end_to_end")
+LONGEST_FIRST = ("test_the_pipeline_on_jax_against_the_team_server", "test_a_tiny_grid_runs_end_to_end",
+                 "test_queued_experiments_run_at_once_against_the_team_server")
 
 
 def pytest_collection_modifyitems(items):

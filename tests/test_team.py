@@ -2,7 +2,8 @@
 team's tracking server (team/server.sh: PostgreSQL, artifacts on the S3-compatible store) with
 nothing changed but MLFLOW_TRACKING_URI; what DVC sees of a rerun (the same code, params and data
 give the same dvc.lock: no run ids, dates or wall times in hashed outputs; the evaluation finds its
-training run by the model file alone); and queued experiments run 2 at a time against the server."""
+training run by the model file alone); and queued experiments run 2 at a time against the server
+(on TensorFlow, from the session's finished pipeline)."""
 import json
 import time
 
@@ -61,7 +62,13 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     assert elsewhere.data.tags["trained_elsewhere"] == "true" and "test_accuracy" in elsewhere.data.metrics
     assert (project / "dvc.lock").read_text() == lock
 
-    # Queued experiments run at once (`dvc queue start -j 2`), each logging to the server
+
+
+def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, monkeypatch, team_server):
+    """`dvc queue start -j 2`: each experiment a FINISHED run on the server, with its params."""
+    project = pipeline_copy
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)
+    client = MlflowClient(tracking_uri=team_server)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "results"], project)
     rates = ["0.001", "0.003"]
@@ -75,6 +82,7 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
             break
         time.sleep(5)
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "-f"], project, check=False).stdout
+    experiment = client.get_experiment_by_name("classic-cnns")
     runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
     queued = {r.data.params.get("model.learning_rate"): r for r in runs
               if r.data.params.get("model.learning_rate") in rates}
