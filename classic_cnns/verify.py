@@ -57,6 +57,11 @@ def folder_md5(files: dict[str, bytes]) -> str:
     return md5(json.dumps(listing, sort_keys=True).encode()) + ".dir"
 
 
+def dvc_hash(files: dict[str, bytes], folder: bool) -> str:
+    """An output's hash as dvc.lock records it, from current_files' or Committed.files' contents."""
+    return folder_md5(files) if folder else md5(files[""])
+
+
 class Committed:
     """The committed copy of each output at `rev`: from git, else from the DVC cache."""
 
@@ -226,12 +231,13 @@ def compare(path: str, digest: str, committed: Committed, spread) -> tuple[str, 
     if new is None:
         in_git = committed.git("ls-tree", "-r", "--name-only", committed.rev, "--", path).stdout.strip()
         return (MISSING, "") if in_git else (NOT_HERE, "kept by DVC: dvc pull, or dvc repro")
-    if (folder_md5(new) if digest.endswith(".dir") else md5(new[""])) == digest:
+    folder = digest.endswith(".dir")
+    if dvc_hash(new, folder) == digest:
         return IDENTICAL, ""
     old = committed.files(path, digest)
     if old is None:
         return UNKNOWN, "the bytes differ; the committed copy is in no DVC cache here (dvc pull, then verify again)"
-    if (folder_md5(old) if digest.endswith(".dir") else md5(old[""])) != digest:
+    if dvc_hash(old, folder) != digest:
         return DIFFERENT, "the committed copy is not what dvc.lock records (changed without rerunning its stage)"
     if old.keys() != new.keys():
         return DIFFERENT, f"files {sorted(old.keys() ^ new.keys())} only on one side"

@@ -98,8 +98,7 @@ def test_the_metrics_files_and_the_report(pipeline):
     assert "data:image/png;base64," in (root / "reports/report.html").read_text()
     # verify hashes each output itself, folders included, as DVC does
     for path, (_, digest) in verify.output_hashes((root / "dvc.lock").read_text()).items():
-        files = verify.current_files(root / path)
-        assert (verify.folder_md5(files) if digest.endswith(".dir") else verify.md5(files[""])) == digest, path
+        assert verify.dvc_hash(verify.current_files(root / path), digest.endswith(".dir")) == digest, path
 
 
 def test_mlflow_holds_a_run_per_model_the_registry_and_the_report(pipeline, monkeypatch):
