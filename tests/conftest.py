@@ -220,16 +220,21 @@ def serve():
     servers = []
 
     def start(folder: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
+        servers.append(serve_folder(folder))
+        return f"http://127.0.0.1:{servers[-1].server_address[1]}/"
 
     yield start
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def serve_folder(folder: Path) -> http.server.ThreadingHTTPServer:
+    """A running http server on 127.0.0.1 for `folder` (shut it down when done)."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -261,9 +266,7 @@ def project_env(tmp_path_factory, fixture_data) -> dict[str, str]:
     """What a test project's stages and `dvc` run with: the fixtures served over http on 127.0.0.1
     as the data mirror, their checksums, this Python's scripts first on PATH."""
     mirror, sums = fixture_data
-    handler = functools.partial(_QuietHandler, directory=str(mirror))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_folder(mirror)
     yield {
         "DATA_MIRROR": f"http://127.0.0.1:{server.server_address[1]}/",
         "CLASSIC_CNN_DATASET_SPEC": str(write_spec(tmp_path_factory.mktemp("spec") / "spec.json", sums)),
