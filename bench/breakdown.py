@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from bench.speed import matmul_peak
-from classic_cnns.datasets import REGISTRY
+from classic_cnns.data.datasets import REGISTRY
 from classic_cnns.params import load_params
 
 
@@ -68,8 +68,8 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     import tensorflow as tf
 
     from bench.speed import train_flops_per_image
-    from classic_cnns.models import multiply_adds
-    from classic_cnns.recipe import build_compiled, seed_everything
+    from classic_cnns.model.networks import multiply_adds
+    from classic_cnns.model.recipe import build_compiled, seed_everything
 
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("bench.breakdown needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")

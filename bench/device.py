@@ -49,11 +49,11 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
 
     from classic_cnns.backend import name as backend_name
     from bench.speed import train_flops_per_image
-    from classic_cnns.evaluation import accuracy_and_loss
-    from classic_cnns.health import StopOnNonFiniteLoss
-    from classic_cnns.loop import Progress, train_epochs
-    from classic_cnns.recipe import build_compiled, seed_everything
-    from classic_cnns.tta import predict, tta_views
+    from classic_cnns.evaluation.scores import accuracy_and_loss
+    from classic_cnns.training.health import StopOnNonFiniteLoss
+    from classic_cnns.training.loop import Progress, train_epochs
+    from classic_cnns.model.recipe import build_compiled, seed_everything
+    from classic_cnns.evaluation.tta import predict, tta_views
 
     seed_everything(params.seed)
     classes = len(meta["classes"])
@@ -95,8 +95,8 @@ def deterministic(params, cfg, arrays: dict, meta: dict, images: int = 8192) -> 
     """Two short trainings from the same seed give bit-identical weights."""
     import keras
 
-    from classic_cnns.loop import train_epochs
-    from classic_cnns.recipe import build_compiled, seed_everything
+    from classic_cnns.training.loop import train_epochs
+    from classic_cnns.model.recipe import build_compiled, seed_everything
 
     cfg = dataclasses.replace(cfg, epochs=2)
     x, y = arrays["x_train"][:images], keras.utils.to_categorical(arrays["y_train"][:images], len(meta["classes"]))
@@ -110,7 +110,7 @@ def deterministic(params, cfg, arrays: dict, meta: dict, images: int = 8192) -> 
 
 
 def diagnose(params, arrays: dict, meta: dict, steps: int | None) -> dict:
-    from classic_cnns.diagnostics import notebook_config, replay
+    from classic_cnns.analysis.diagnose import notebook_config, replay
 
     d = params.diagnose if steps is None else dataclasses.replace(params.diagnose, steps=steps)
     cfg = params.model(d.model)
@@ -140,7 +140,7 @@ def run_grid(params, workers: int, deadline_s: float | None, passed: list[str], 
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
-    from classic_cnns import grid
+    from classic_cnns.analysis import grid
 
     cells = [(v, s) for v in variants or params.ablations.variants for s in params.ablations.seeds]
     todo = [c for c in cells if not grid.result_path(*c, "full").exists()]
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cell or args.grid:
-        from classic_cnns import grid, outputs
+        from classic_cnns import outputs
+        from classic_cnns.analysis import grid
 
         params = full_size_params(load_params(ROOT / "params.yaml"), args.epochs, args.images)
         if args.cell:

@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from classic_cnns.diagnostics import notebook_config
+from classic_cnns.analysis.diagnose import notebook_config
 from classic_cnns.params import Model, load_params
 
-from classic_cnns.datasets import REGISTRY
+from classic_cnns.data.datasets import REGISTRY
 
 VAL_SIZE = 5_000  # params.yaml prepare.val_size: a full epoch is the rest of the training split
 
@@ -43,7 +43,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def train_flops_per_image(model) -> float:
-    from classic_cnns.models import layer_table
+    from classic_cnns.model.networks import layer_table
 
     return 3 * 2 * float(layer_table(model)["multiply_adds"].sum())
 
@@ -52,8 +52,8 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
     """(images/s, train FLOPs per image) over `epochs` timed epochs after one warm-up epoch."""
     import keras
 
-    from classic_cnns.loop import train_epochs
-    from classic_cnns.recipe import build_compiled, seed_everything
+    from classic_cnns.training.loop import train_epochs
+    from classic_cnns.model.recipe import build_compiled, seed_everything
 
     seed_everything(0)
     shape = REGISTRY[dataset].prepared_shape

@@ -39,7 +39,7 @@ def _check(ok: bool, key: str, msg: str) -> None:
 @dataclass(frozen=True)
 class DataSource(Section):
     """One dataset. `source`: 'official' downloads the published files of a dataset the registry
-    knows (classic_cnns/datasets.py); anything else is the path (relative to the project) or
+    knows (classic_cnns/data/datasets.py); anything else is the path (relative to the project) or
     http(s) URL of an .npz laid out like keras.datasets.<name>.load_data(). A dataset the registry
     does not know declares what it holds: title, class names, image shape (and a zero border)."""
     source: str = "official"
@@ -199,7 +199,7 @@ class Params(Section):
     ablations: Ablations = field(default_factory=Ablations)
 
     def __post_init__(self):
-        from classic_cnns import datasets
+        from classic_cnns.data import datasets
 
         for name, source in self.data.items():
             try:

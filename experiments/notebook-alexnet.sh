@@ -6,6 +6,6 @@
 # "did not learn" message, the stage exits non-zero, and its MLflow run is marked FAILED with the
 # reason as a tag. Why it fails is measured by the `diagnose` stage and explained in reports/report.md.
 set -eu
-overrides=$(python -m classic_cnns.diagnostics alexnet)
+overrides=$(python -m classic_cnns.analysis.diagnose alexnet)
 # shellcheck disable=SC2086  # one -S per word
 exec dvc exp run --temp -n notebook-alexnet "$@" $overrides train@alexnet

@@ -5,13 +5,14 @@
 The variant's recipe is its base `models` entry with the variant's changes and the grid's budget
 (params.yaml `ablations`); the seed picks the weights, the batch order and the training subset.
 Writes ablations/results/<variant>-seed<seed>.json: per-epoch history and the measures the claims
-compare (classic_cnns/grid.py). Logged to MLflow as a child of the grid's parent run.
+compare (classic_cnns/analysis/grid.py). Logged to MLflow as a child of the grid's parent run.
 """
 from __future__ import annotations
 
 import sys
 
-from classic_cnns import grid, tracking
+from classic_cnns.analysis import grid
+from classic_cnns.tracking import store as tracking
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 

@@ -1,6 +1,6 @@
 """Stage `claims` of ablations/dvc.yaml: the notebook's claims, each with what was measured, the
 mean ± std over seeds, the 95% confidence interval of the difference and a verdict
-(classic_cnns/claims.py).
+(classic_cnns/analysis/claims.py).
 
     python -m stages.claims
 
@@ -15,7 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from classic_cnns import claims, grid, outputs, render
+from classic_cnns import outputs
+from classic_cnns.analysis import claims
+from classic_cnns.analysis import grid
+from classic_cnns.reporting import render
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 

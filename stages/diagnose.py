@@ -4,7 +4,7 @@
 
 Replays the first `diagnose.steps` training steps of `diagnose.model` twice, from the same initial
 weights: once with its recipe from params.yaml, once with the notebook's settings
-(`diagnose.notebook`), measuring every `diagnose.every` steps (classic_cnns/diagnostics.py).
+(`diagnose.notebook`), measuring every `diagnose.every` steps (classic_cnns/analysis/diagnose.py).
 Writes reports/diagnostics/steps.csv, layers.csv and summary.json.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from classic_cnns import outputs
-from classic_cnns.data import load_split
-from classic_cnns.diagnostics import notebook_config, replay, summarise
+from classic_cnns.data.prepared import load_split
+from classic_cnns.analysis.diagnose import notebook_config, replay, summarise
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from classic_cnns import datasets
-from classic_cnns.data import RAW_DIR, local_source
-from classic_cnns.download import download
+from classic_cnns.data import datasets
+from classic_cnns.data.prepared import RAW_DIR, local_source
+from classic_cnns.data.download import download
 from classic_cnns.errors import UserError, run_stage
 from classic_cnns.params import load_or_exit
 

@@ -22,11 +22,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from classic_cnns import costs, environment, evaluation, outputs, tracking
-from classic_cnns.data import load_split
+from classic_cnns import costs, environment, outputs
+from classic_cnns.evaluation import scores as evaluation
+from classic_cnns.tracking import store as tracking
+from classic_cnns.data.prepared import load_split
 from classic_cnns.errors import UserError, run_stage
 from classic_cnns.params import load_or_exit
-from classic_cnns.tta import predict, tta_views
+from classic_cnns.evaluation.tta import predict, tta_views
 
 
 def evaluate(params, name: str) -> dict:

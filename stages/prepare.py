@@ -14,8 +14,9 @@ import sys
 
 import numpy as np
 
-from classic_cnns import datasets, outputs
-from classic_cnns.data import PREPARED_DIR, RAW_DIR, split, summary
+from classic_cnns import outputs
+from classic_cnns.data import datasets
+from classic_cnns.data.prepared import PREPARED_DIR, RAW_DIR, split, summary
 from classic_cnns.errors import check_free_space, run_stage
 from classic_cnns.params import load_or_exit
 

@@ -1,5 +1,5 @@
 """Stage `report`: reports/report.md (PNGs in reports/figures/) and a self-contained
-reports/report.html, built only from the files the other stages wrote (classic_cnns/report.py).
+reports/report.html, built only from the files the other stages wrote (classic_cnns/reporting/report.py).
 
     python -m stages.report
 """
@@ -10,10 +10,13 @@ from pathlib import Path
 
 import mlflow
 
-from classic_cnns import figures, outputs, render, tracking
+from classic_cnns import outputs
+from classic_cnns.reporting import figures
+from classic_cnns.reporting import render
+from classic_cnns.tracking import store as tracking
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
-from classic_cnns.report import REPORTS_DIR, build_blocks, load_results
+from classic_cnns.reporting.report import REPORTS_DIR, build_blocks, load_results
 
 
 def main(argv: list[str]) -> int:

@@ -31,14 +31,17 @@ import keras
 import mlflow
 import pandas as pd
 
-from classic_cnns import costs, distribute, environment, loop, outputs, tracking
-from classic_cnns.checkpoint import Checkpoint, EveryEpoch, fingerprint
+from classic_cnns import costs, environment, outputs
+from classic_cnns.training import distribute
+from classic_cnns.training import loop
+from classic_cnns.tracking import store as tracking
+from classic_cnns.training.checkpoint import Checkpoint, EveryEpoch, fingerprint
 from classic_cnns.errors import run_stage
-from classic_cnns.data import load_split
-from classic_cnns.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
-from classic_cnns.models import layer_table
+from classic_cnns.data.prepared import load_split
+from classic_cnns.training.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
+from classic_cnns.model.networks import layer_table
 from classic_cnns.params import flatten, load_or_exit
-from classic_cnns.recipe import build_compiled, seed_everything
+from classic_cnns.model.recipe import build_compiled, seed_everything
 
 
 def load_inputs(params, cfg):

@@ -12,8 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from classic_cnns.claims import CLAIMS, claims_table, contrast_interval, verdict
-from classic_cnns.models import build
+from classic_cnns.analysis.claims import CLAIMS, claims_table, contrast_interval, verdict
+from classic_cnns.model.networks import build
 from classic_cnns.params import ParamsError, load_params
 from classic_cnns.params import TRACE_ENV
 from tests.conftest import ROOT, assert_stages_declare_what_they_read, run

@@ -3,8 +3,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from classic_cnns.augment import epoch_data, shift
-from classic_cnns.tta import predict, tta_views
+from classic_cnns.training.augment import epoch_data, shift
+from classic_cnns.evaluation.tta import predict, tta_views
 from classic_cnns.params import load_params
 from tests.conftest import ROOT
 

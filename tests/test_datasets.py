@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from classic_cnns.datasets import REGISTRY, DatasetError, check, get
+from classic_cnns.data.datasets import REGISTRY, DatasetError, check, get
 from classic_cnns.params import DataSource
 from tests.conftest import run
 

@@ -64,5 +64,5 @@ def test_a_stage_declares_every_project_file_it_runs(path, name, module, deps):
 def test_the_closure_follows_imports_inside_functions_and_packages():
     files = closure("stages.evaluate")
     assert {"stages/__init__.py", "classic_cnns/__init__.py", "classic_cnns/framework_logs.py",
-            "classic_cnns/augment.py"} <= files  # augment: imported inside tta's functions
-    assert "classic_cnns/grid.py" not in files
+            "classic_cnns/training/augment.py"} <= files  # augment: imported inside tta's functions
+    assert "classic_cnns/analysis/grid.py" not in files

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import yaml
 
-from classic_cnns.diagnostics import notebook_config, notebook_overrides
+from classic_cnns.analysis.diagnose import notebook_config, notebook_overrides
 from classic_cnns.params import load_params
 from tests.conftest import ROOT, stage
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (`models.<name>.devices`, classic_cnns/distribute.py): on JAX, two
+"""Data-parallel training (`models.<name>.devices`, classic_cnns/training/distribute.py): on JAX, two
 virtual CPU devices, and two processes on 127.0.0.1, train as one device does (batch_size is the
 global batch); each process feeds its own share of every batch; other backends get one line."""
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classic_cnns.distribute import Placement, local_share
+from classic_cnns.training.distribute import Placement, local_share
 from tests.conftest import free_port, run
 from tests.test_training import set_params, weights
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from classic_cnns import download as dl
-from classic_cnns.datasets import REGISTRY
+from classic_cnns.data import download as dl
+from classic_cnns.data.datasets import REGISTRY
 from classic_cnns.errors import DiskFull
 from tests.conftest import stage, write_spec
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from classic_cnns.evaluation import confusion_matrix, per_class_scores
+from classic_cnns.evaluation.scores import confusion_matrix, per_class_scores
 
 
 def test_confusion_matrix_rows_are_actual_columns_predicted():

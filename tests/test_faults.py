@@ -134,7 +134,7 @@ def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepa
 WORKER = """
 import pathlib, sys, time
 import mlflow
-from classic_cnns import tracking
+from classic_cnns.tracking import store as tracking
 pathlib.Path(f"ready{sys.argv[2]}").touch()
 while not pathlib.Path("go").exists():  # all start at the same moment
     time.sleep(0.01)

@@ -5,8 +5,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from classic_cnns.formats import FormatError, read_cifar10, read_idx, read_mnist
-from classic_cnns.datasets import REGISTRY, check
+from classic_cnns.data.formats import FormatError, read_cifar10, read_idx, read_mnist
+from classic_cnns.data.datasets import REGISTRY, check
 from tests.conftest import cifar_archive, idx_bytes, write_mnist
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from classic_cnns.models import build
-from classic_cnns.models import layer_table
+from classic_cnns.model.networks import build
+from classic_cnns.model.networks import layer_table
 
 
 def test_lenet5_has_the_papers_shapes_and_61706_parameters():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from stages import report
-from classic_cnns.models import build, layer_table
+from classic_cnns.model.networks import build, layer_table
 from classic_cnns.params import load_params
 from tests.conftest import ROOT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from classic_cnns.models import alexnet_imagenet, layer_table
+from classic_cnns.model.networks import alexnet_imagenet, layer_table
 
 STAGES = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool3", "fc6", "fc7", "output"]
 
@@ -59,7 +59,7 @@ def comparison_blocks(trained: dict) -> list[tuple]:
         f"the output layer {int(_row(ours, 'output').parameters):,}.",
     ]
     return ([("h2", "AlexNet for ImageNet and for 32x32 images"),
-             ("p", "Built from the same code as the trained model (classic_cnns/models.py; untrained): output shape "
+             ("p", "Built from the same code as the trained model (classic_cnns/model/networks.py; untrained): output shape "
                    "and parameters of each layer. Krizhevsky et al.'s local response normalisation has no "
                    "weights and is left out."),
              ("table", ["layer", *nets], rows)]

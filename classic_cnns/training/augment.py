@@ -1,5 +1,5 @@
 """Training-time augmentation: each epoch's random crops, flips and cutout (test-time views:
-classic_cnns/tta.py).
+classic_cnns/evaluation/tta.py).
 
 All randomness comes from (seed, epoch), so a resumed run sees exactly the batches an
 uninterrupted one would.

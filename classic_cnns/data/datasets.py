@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classic_cnns import formats
+from classic_cnns.data import formats
 from classic_cnns.errors import UserError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classic_cnns.datasets import Dataset, DatasetError, check
+from classic_cnns.data.datasets import Dataset, DatasetError, check
 from classic_cnns.errors import UserError
 
 RAW_DIR = Path("data/raw")

@@ -1,8 +1,8 @@
 """The report's content: every number read from the stages' output files, as render blocks.
 
-Sections: side by side, the notebook's five questions (classic_cnns/questions.py), one section per
+Sections: side by side, the notebook's five questions (classic_cnns/reporting/questions.py), one section per
 model (layers, learning curves, confusion matrix, per-class scores, misclassified images, filters),
-AlexNet for ImageNet against the CIFAR-10 adaptation (classic_cnns/architectures.py), the
+AlexNet for ImageNet against the CIFAR-10 adaptation (classic_cnns/model/architectures.py), the
 diagnosis of the notebook's AlexNet, the claims, and data provenance.
 """
 from __future__ import annotations
@@ -13,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classic_cnns import architectures, costs, describe, figures, questions
-from classic_cnns.data import PREPARED_DIR
+from classic_cnns import costs
+from classic_cnns.model import architectures
+from classic_cnns.reporting import describe
+from classic_cnns.reporting import figures
+from classic_cnns.reporting import questions
+from classic_cnns.data.prepared import PREPARED_DIR
 
 REPORTS_DIR = Path("reports")
 MODELS_DIR = Path("models")

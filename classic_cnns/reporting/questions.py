@@ -1,6 +1,6 @@
 """The report's prose: the reference notebook's five questions answered from this run's numbers,
 and why the notebook's AlexNet did not learn (from the diagnose stage). No dataset is named and
-no published figure quoted unless the run used that dataset (classic_cnns/datasets.py)."""
+no published figure quoted unless the run used that dataset (classic_cnns/data/datasets.py)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from classic_cnns import describe, figures
-from classic_cnns.datasets import REGISTRY
+from classic_cnns.reporting import describe
+from classic_cnns.reporting import figures
+from classic_cnns.data.datasets import REGISTRY
 
 
 def published(r: dict) -> str:

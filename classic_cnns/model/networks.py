@@ -5,7 +5,7 @@ Each model takes raw pixels (0..255, float32) and normalises them itself with th
 statistics, so the saved model works on images as they come. The layer stacks are the reference
 notebook's; `batch_norm` and `kernel_initializer` are explicit additions, off by default.
 `activation`, `pooling`, `dropout` and `first_kernel` default to each architecture's own (see
-DEFAULTS); the claims grid (classic_cnns/grid.py) changes them one at a time.
+DEFAULTS); the claims grid (classic_cnns/analysis/grid.py) changes them one at a time.
 """
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from classic_cnns.backend import kernel_gradient_norms
-from classic_cnns.loop import train_epochs
+from classic_cnns.training.loop import train_epochs
 from classic_cnns.params import Model
-from classic_cnns.recipe import build_compiled, seed_everything
+from classic_cnns.model.recipe import build_compiled, seed_everything
 
 
 def notebook_config(nb, cfg: Model) -> Model:

@@ -1,7 +1,7 @@
 """A model's configuration in words, for the report and the claims table."""
 from __future__ import annotations
 
-from classic_cnns.models import DEFAULTS, TITLES
+from classic_cnns.model.networks import DEFAULTS, TITLES
 
 
 def title(name: str, cfg) -> str:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from classic_cnns import environment, evaluation, loop, outputs
-from classic_cnns.checkpoint import fingerprint
-from classic_cnns.claims import CLAIMS
-from classic_cnns.data import load_split
-from classic_cnns.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
-from classic_cnns.recipe import build_compiled, seed_everything
+from classic_cnns import environment, outputs
+from classic_cnns.evaluation import scores as evaluation
+from classic_cnns.training import loop
+from classic_cnns.training.checkpoint import fingerprint
+from classic_cnns.analysis.claims import CLAIMS
+from classic_cnns.data.prepared import load_split
+from classic_cnns.training.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
+from classic_cnns.model.recipe import build_compiled, seed_everything
 
 RESULTS_DIR = Path("ablations/results")  # the quick grid's cells (stage `cell`)
 FULL_RESULTS_DIR = Path("ablations/results-full")  # the full-size grid's (bench/device.py --grid)
@@ -45,7 +47,7 @@ def grid_id(params) -> str:
 
 def parent_run_id(params) -> str:
     """The grid's parent run: found by its tag, created by the first cell that needs it."""
-    from classic_cnns import tracking  # MLflow: not needed by train_cell
+    from classic_cnns.tracking import store as tracking  # MLflow: not needed by train_cell
 
     import mlflow
 
@@ -154,7 +156,7 @@ def train_cell(params, variant: str, seed: int, size: str = "quick", callbacks=l
 def run_cell(params, variant: str, seed: int) -> dict:
     """Train and score one cell of the quick grid; write its result file; log it as a child of the
     grid's MLflow run."""
-    from classic_cnns import tracking  # MLflow: not needed by train_cell
+    from classic_cnns.tracking import store as tracking  # MLflow: not needed by train_cell
 
     import mlflow
 

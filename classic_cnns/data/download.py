@@ -1,7 +1,7 @@
 """Fetching a dataset's files: official URLs (mirror first), pinned checksums, retries, atomic.
 
 Where the bytes come from never changes the result: every official file must match its pinned
-sha256 (classic_cnns/datasets.py). Order tried: $DATA_MIRROR (a folder or an http(s) URL holding
+sha256 (classic_cnns/data/datasets.py). Order tried: $DATA_MIRROR (a folder or an http(s) URL holding
 the same file names, directly or under a <dataset>/ subfolder), then the official URLs. A download
 goes to a temporary folder that is moved into place only when every file checks out, so a failure
 leaves nothing behind. A local copy (an .npz path or URL) is fetched the same way; its sha256 is
@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from classic_cnns.datasets import Dataset
+from classic_cnns.data.datasets import Dataset
 from classic_cnns.errors import DiskFull, UserError, check_free_space, is_disk_full
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

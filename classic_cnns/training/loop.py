@@ -1,10 +1,10 @@
 """The training loop every training uses (train, the claims grid, the diagnosis, the benchmarks).
 
 One `model.fit` call per epoch on that epoch's data (shuffled and augmented from (seed, epoch)
-only, classic_cnns/augment.py, made on a second thread while the epoch before trains), so a run resumed at any epoch sees exactly the batches an
+only, classic_cnns/training/augment.py, made on a second thread while the epoch before trains), so a run resumed at any epoch sees exactly the batches an
 uninterrupted one would. What happens around an epoch is a Keras callback: `Progress` (history,
 wall time, a line per epoch), `EpochLogger` (MLflow), `BestWeights` (early stopping), the health checks
-(classic_cnns/health.py) and checkpoints (classic_cnns/checkpoint.py).
+(classic_cnns/training/health.py) and checkpoints (classic_cnns/training/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
-from classic_cnns.augment import epoch_data
-from classic_cnns.distribute import Placement, local_share
+from classic_cnns.training.augment import epoch_data
+from classic_cnns.training.distribute import Placement, local_share
 
 
 class Progress(keras.callbacks.Callback):
@@ -59,7 +59,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.failing = False
 
     def on_epoch_end(self, epoch, logs=None):
-        from classic_cnns import tracking  # MLflow only where a run logs (bench/device.py runs without it)
+        from classic_cnns.tracking import store as tracking  # MLflow only where a run logs (bench/device.py runs without it)
 
         try:
             if self.failing:  # a quick look first: a server that hangs would cost 3 timeouts an epoch
@@ -75,7 +75,7 @@ class EpochLogger(keras.callbacks.Callback):
         import mlflow
         from mlflow.entities import Metric
 
-        from classic_cnns import tracking
+        from classic_cnns.tracking import store as tracking
 
         steps = range(self.logged + 1, self.progress.epochs + 1)
         if not steps:
@@ -125,7 +125,7 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, cfg, seed: int, validation
                  placement: Placement = Placement()) -> None:
     """Train `model` from `start_epoch` to cfg.epochs (or until a callback stops it) on the
     epoch data of (x, one-hot y). `drop_remainder` leaves out each epoch's last partial batch.
-    With several devices (classic_cnns/distribute.py) this process feeds its share of each batch."""
+    With several devices (classic_cnns/training/distribute.py) this process feeds its share of each batch."""
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     if start_epoch >= cfg.epochs:

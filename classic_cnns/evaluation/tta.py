@@ -1,12 +1,12 @@
 """Test-time augmentation: the fixed views (AlexNet's centre and corner crops, mirrored) whose
-predictions evaluation averages. Kept apart from classic_cnns/augment.py so that changing
+predictions evaluation averages. Kept apart from classic_cnns/training/augment.py so that changing
 evaluation does not make the training stages stale.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from classic_cnns.augment import shift
+from classic_cnns.training.augment import shift
 
 
 def tta_views(cfg, enabled: bool) -> list[tuple[int, int, bool]]:

@@ -55,7 +55,7 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
     import keras
 
     from classic_cnns.backend import steps_per_execution
-    from classic_cnns.models import build
+    from classic_cnns.model.networks import build
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
     mean, std = input_stats(cfg, meta)

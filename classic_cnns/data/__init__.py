@@ -1,0 +1,1 @@
+"""Datasets: the registry, the published file formats, downloading, and the prepared splits."""

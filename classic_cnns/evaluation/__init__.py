@@ -1,0 +1,1 @@
+"""Scoring a trained model: metrics, per-class scores, confusion, test-time views."""

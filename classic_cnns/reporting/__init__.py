@@ -1,0 +1,1 @@
+"""The report: its content, prose, figures and rendering to Markdown and HTML."""

@@ -1,0 +1,1 @@
+"""MLflow: the store, a run's life and tags, per-epoch logging, the model registry."""

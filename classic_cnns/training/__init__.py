@@ -1,0 +1,1 @@
+"""Running a training: the per-epoch loop, augmentation, checkpoints, health checks, devices."""
