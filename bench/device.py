@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classic_cnns import paths
 from classic_cnns.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +144,7 @@ def run_grid(params, workers: int, deadline_s: float | None, passed: list[str], 
     from classic_cnns.analysis import grid
 
     cells = [(v, s) for v in variants or params.ablations.variants for s in params.ablations.seeds]
-    todo = [c for c in cells if not grid.result_path(*c, "full").exists()]
+    todo = [c for c in cells if not paths.grid_result(*c, "full").exists()]
     todo.sort(key=lambda c: params.ablations.model(params, c[0], "full").architecture != "alexnet")
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / workers:.2f}", "PYTHONUNBUFFERED": "1",
            grid.CONCURRENT_ENV: str(workers)}
@@ -169,9 +170,9 @@ def run_grid(params, workers: int, deadline_s: float | None, passed: list[str], 
 
 def cpu_figures(name: str) -> dict:
     """The committed CPU training's figures (the train stage's record of its last run)."""
-    from classic_cnns import costs
+    from classic_cnns import paths
 
-    path = ROOT / costs.path("train", name)
+    path = ROOT / paths.cost_record("train", name)
     record = json.loads(path.read_text()) if path.exists() else {}
     return {k: record[k] for k in ("train_seconds", "train_images_per_second", "device") if k in record}
 
@@ -200,7 +201,7 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT / "data/prepared")
+    parser.add_argument("--data", type=Path, default=ROOT / paths.PREPARED)
     parser.add_argument("--models", nargs="+", help="models: entries to train (default: all)")
     parser.add_argument("--epochs", type=int, help="instead of each model's epochs (a quick look)")
     parser.add_argument("--images", type=int, help="at most this many images of each split (default: all)")
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cell:
             variant, seed = args.cell[0], int(args.cell[1])
             result = grid.train_cell(params, variant, seed, "full")
-            outputs.write_json(grid.result_path(variant, seed, "full"), result, default=float)
+            outputs.write_json(paths.grid_result(variant, seed, "full"), result, default=float)
             return 0
         passed = [*(["--epochs", str(args.epochs)] if args.epochs else []),
                   *(["--images", str(args.images)] if args.images else [])]

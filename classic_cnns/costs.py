@@ -8,15 +8,8 @@ reads these files for its cost figures; they are also logged to the stage's MLfl
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from classic_cnns import outputs
-
-COSTS_DIR = Path("reports/costs")
-
-
-def path(stage: str, name: str) -> Path:
-    return COSTS_DIR / f"{stage}-{name}.json"
+from classic_cnns.paths import cost_record as path
 
 
 def write(stage: str, name: str, record: dict) -> None:

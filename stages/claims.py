@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-from classic_cnns import outputs
+from classic_cnns import outputs, paths
 from classic_cnns.analysis import claims
 from classic_cnns.analysis import grid
 from classic_cnns.reporting import render
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 
-CLAIMS_JSON = Path("ablations/claims.json")
-REPORT_MD, REPORT_HTML = Path("reports/claims.md"), Path("reports/claims.html")
+REPORT_MD, REPORT_HTML = paths.REPORTS / "claims.md", paths.REPORTS / "claims.html"
 
 
 def main(argv: list[str]) -> int:
@@ -39,11 +37,11 @@ def main(argv: list[str]) -> int:
     budgets = {size: (claims.claims_table(c), c, grid.cells_budget(params, c, size)) for size, c in cells.items()}
     table = budgets["quick"][0]
     records = [{"budget": size, **r} for size, (t, _, _) in budgets.items() for r in json.loads(t.to_json(orient="records"))]
-    outputs.write_json(CLAIMS_JSON, records)
+    outputs.write_json(paths.CLAIMS, records)
     doc = claims.blocks(budgets, params.ablations)
     outputs.write_text(REPORT_MD, render.to_markdown(doc, REPORT_MD.parent))
     outputs.write_text(REPORT_HTML, render.to_html(doc, "The notebook's claims, measured"))
-    grid.log_claims(params, table, [CLAIMS_JSON, REPORT_MD, REPORT_HTML])
+    grid.log_claims(params, table, [paths.CLAIMS, REPORT_MD, REPORT_HTML])
     for size, (t, _, _) in budgets.items():
         for r in t.itertuples():
             print(f"{size:>5} {r.verdict:>12}  {100 * r.difference:+5.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]  {r.claim}")

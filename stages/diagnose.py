@@ -10,17 +10,15 @@ Writes reports/diagnostics/steps.csv, layers.csv and summary.json.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from classic_cnns import outputs
+from classic_cnns import outputs, paths
 from classic_cnns.data.prepared import load_split
 from classic_cnns.analysis.diagnose import notebook_config, replay, summarise
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 
-OUT_DIR = Path("reports/diagnostics")
 
 
 def main(argv: list[str]) -> int:
@@ -40,10 +38,10 @@ def main(argv: list[str]) -> int:
         steps += s
         layers += lay
     steps_df, layers_df = pd.DataFrame(steps), pd.DataFrame(layers)
-    outputs.write_csv(steps_df, OUT_DIR / "steps.csv", index=False, float_format="%.6g")
-    outputs.write_csv(layers_df, OUT_DIR / "layers.csv", index=False, float_format="%.6g")
+    outputs.write_csv(steps_df, paths.DIAGNOSTICS / "steps.csv", index=False, float_format="%.6g")
+    outputs.write_csv(layers_df, paths.DIAGNOSTICS / "layers.csv", index=False, float_format="%.6g")
     summary = {"model": name, "probe_images": diagnose.probe_images, **summarise(steps_df, layers_df, recipes)}
-    outputs.write_json(OUT_DIR / "summary.json", summary)
+    outputs.write_json(paths.DIAGNOSTICS / "summary.json", summary)
     return 0
 
 

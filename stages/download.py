@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from classic_cnns.data import datasets
-from classic_cnns.data.prepared import RAW_DIR, local_source
+from classic_cnns.data.prepared import local_source
+from classic_cnns.paths import RAW
 from classic_cnns.data.download import download
 from classic_cnns.errors import UserError, run_stage
 from classic_cnns.params import load_or_exit
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
               f"relative to the project, e.g. data/external/{Path(source.source).name}", file=sys.stderr)
         return 2
     try:
-        download(datasets.get(name, source), source.source, RAW_DIR / name, fetch_from=local_source(source.source))
+        download(datasets.get(name, source), source.source, RAW / name, fetch_from=local_source(source.source))
     except UserError as exc:
         print(f"error: {name}: {exc}", file=sys.stderr)
         return 1

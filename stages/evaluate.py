@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from classic_cnns import costs, environment, outputs
+from classic_cnns import costs, environment, outputs, paths
 from classic_cnns.evaluation import scores as evaluation
 from classic_cnns.tracking import store as tracking
 from classic_cnns.data.prepared import load_split
@@ -36,7 +36,7 @@ def evaluate(params, name: str) -> dict:
     tracking.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
     arrays, meta = load_split(cfg.dataset)
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"].astype(np.int64)
-    model_file = Path("models") / name / "model.keras"
+    model_file = paths.model_file(name)
     if not model_file.exists():
         raise UserError(f"{model_file} is missing: run `dvc repro train@{name}` first")
     model = keras.models.load_model(model_file)
@@ -55,7 +55,7 @@ def evaluate(params, name: str) -> dict:
             "keras_backend": keras.backend.backend(),
             **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()}}
 
-    out = Path("reports") / name
+    out = paths.model_reports(name)
     outputs.write_json(out / "metrics.json", metrics)
     outputs.write_json(out / "evaluation.json", details)
     outputs.write_csv(per_class, out / "per_class.csv", index=False, float_format="%.4f")

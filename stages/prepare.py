@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 
-from classic_cnns import outputs
+from classic_cnns import outputs, paths
 from classic_cnns.data import datasets
-from classic_cnns.data.prepared import PREPARED_DIR, RAW_DIR, split, summary
+from classic_cnns.data.prepared import split, summary
 from classic_cnns.errors import check_free_space, run_stage
 from classic_cnns.params import load_or_exit
 
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m stages.prepare {{{','.join(params.data)}}}", file=sys.stderr)
         return 2
     name, cfg = argv[0], params.prepare
-    raw = RAW_DIR / name
+    raw = paths.RAW / name
     try:
         ds = datasets.get(name, params.data[name])
         provenance = json.loads((raw / "provenance.json").read_text())
@@ -40,10 +40,11 @@ def main(argv: list[str]) -> int:
         return 1
     info = {**summary(ds, arrays, provenance), "subset": bool(cfg.train_limit or cfg.test_limit)}
     needed = sum(a.nbytes for a in arrays.values()) + 2 ** 20  # np.savez stores them uncompressed
-    check_free_space(PREPARED_DIR, needed, f"writing {name}.npz")
-    with outputs.atomic(PREPARED_DIR / f"{name}.npz") as npz:
+    npz_file, json_file = paths.prepared(name)
+    check_free_space(paths.PREPARED, needed, f"writing {name}.npz")
+    with outputs.atomic(npz_file) as npz:
         np.savez(npz, **arrays)
-    outputs.write_json(PREPARED_DIR / f"{name}.json", info)
+    outputs.write_json(json_file, info)
     print(f"{name}: train {info['sizes']['train']}, val {info['sizes']['val']}, "
           f"test {info['sizes']['test']} images of {tuple(info['shape'])}")
     return 0

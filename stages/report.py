@@ -6,17 +6,16 @@ reports/report.html, built only from the files the other stages wrote (classic_c
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import mlflow
 
 from classic_cnns import outputs
-from classic_cnns.reporting import figures
 from classic_cnns.reporting import render
 from classic_cnns.tracking import store as tracking
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
-from classic_cnns.reporting.report import REPORTS_DIR, build_blocks, load_results
+from classic_cnns.paths import DIAGNOSTICS, FIGURES, REPORTS, model_file
+from classic_cnns.reporting.report import build_blocks, load_results
 
 
 def main(argv: list[str]) -> int:
@@ -26,21 +25,21 @@ def main(argv: list[str]) -> int:
     except FileNotFoundError as exc:
         print(f"error: report: {exc}", file=sys.stderr)
         return 1
-    blocks = build_blocks(results, REPORTS_DIR / "diagnostics")
-    md, page = REPORTS_DIR / "report.md", REPORTS_DIR / "report.html"
-    outputs.write_text(md, render.to_markdown(blocks, REPORTS_DIR))
+    blocks = build_blocks(results, DIAGNOSTICS)
+    md, page = REPORTS / "report.md", REPORTS / "report.html"
+    outputs.write_text(md, render.to_markdown(blocks, REPORTS))
     outputs.write_text(page, render.to_html(blocks, "LeNet-5 and AlexNet report"))
 
     tracking.use_store(params.mlflow.experiment)
     with tracking.failures_named(tracking.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):
         mlflow.set_tags({**tracking.run_tags(), "kind": "report"})
         for name in params.models:
-            trained = tracking.training_run_of(params.mlflow.experiment, outputs.sha256(Path("models") / name / "model.keras"))
+            trained = tracking.training_run_of(params.mlflow.experiment, outputs.sha256(model_file(name)))
             if trained:
                 mlflow.set_tag(f"run_id.{name}", trained.info.run_id)
         mlflow.log_artifact(str(md), artifact_path="report")
         mlflow.log_artifact(str(page), artifact_path="report")
-        mlflow.log_artifacts(str(figures.FIGURES), artifact_path="report/figures")
+        mlflow.log_artifacts(str(FIGURES), artifact_path="report/figures")
     print(f"report: {md} and {page}")
     return 0
 

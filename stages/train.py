@@ -31,7 +31,7 @@ import keras
 import mlflow
 import pandas as pd
 
-from classic_cnns import costs, environment, outputs
+from classic_cnns import costs, environment, outputs, paths
 from classic_cnns.training import distribute
 from classic_cnns.training import loop
 from classic_cnns.tracking import store as tracking
@@ -78,7 +78,7 @@ def train(params, name: str) -> dict:
     classes = len(meta["classes"])
     build = functools.partial(build_compiled, cfg, meta, math.ceil(len(x_train) / cfg.batch_size))
     model = build()
-    ckpt = Checkpoint(Path("checkpoints") / name, fingerprint(dataclasses.asdict(cfg), params.seed, meta))
+    ckpt = Checkpoint(paths.CHECKPOINTS / name, fingerprint(dataclasses.asdict(cfg), params.seed, meta))
     if placement.processes > 1:  # the other processes start at epoch 1 too
         ckpt.clear()
     state = ckpt.load(model) or {"epoch": 0, "history": {}, "train_seconds": 0.0, "run_id": None}
@@ -136,7 +136,7 @@ def write_outputs(name: str, model, progress, best, n_train: int, run_id: str,
     """Log the model, its summary and costs to the active run, then write the stage's outputs (each
     to a temporary name first, so a failure leaves none half-written). The outputs DVC hashes hold
     only what code, params and data decide; wall times and the machine go to classic_cnns.costs."""
-    out_dir, report_dir = Path("models") / name, Path("reports") / name
+    report_dir = paths.model_reports(name)
     history = progress.history
     learned = {k: v for k, v in history.items() if k != "epoch_seconds"}
     history_frame = pd.DataFrame({"epoch": range(1, progress.epochs + 1), **learned})
@@ -155,7 +155,7 @@ def write_outputs(name: str, model, progress, best, n_train: int, run_id: str,
     with tempfile.TemporaryDirectory() as tmp:  # its sha256 tags the run: evaluate finds the run by the file
         sha = outputs.save_keras_model(model, Path(tmp) / "model.keras")
         mlflow.set_tag(tracking.MODEL_SHA_TAG, sha)
-        with outputs.atomic(out_dir / "model.keras") as final:
+        with outputs.atomic(paths.model_file(name)) as final:
             shutil.copyfile(Path(tmp) / "model.keras", final)
     outputs.write_csv(history_frame, report_dir / "history.csv", index=False)
     outputs.write_csv(layer_table(model), report_dir / "architecture.csv", index=False)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns import verify
 from classic_cnns.framework_logs import ABSL_LINE
-from classic_cnns.tracking.store import project_root
+from classic_cnns.paths import project_root
 from tests.conftest import ROOT, assert_stages_declare_what_they_read, free_port, holding_proxy, run
 
 # The README's `dvc exp show` line: test accuracy against learning rate per model, in 200 columns.

@@ -19,18 +19,13 @@ from classic_cnns.evaluation import scores as evaluation
 from classic_cnns.training import loop
 from classic_cnns.training.checkpoint import fingerprint
 from classic_cnns.analysis.claims import CLAIMS
+from classic_cnns.paths import grid_result
 from classic_cnns.data.prepared import load_split
 from classic_cnns.training.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
 from classic_cnns.model.recipe import build_compiled, seed_everything
 
-RESULTS_DIR = Path("ablations/results")  # the quick grid's cells (stage `cell`)
-FULL_RESULTS_DIR = Path("ablations/results-full")  # the full-size grid's (bench/device.py --grid)
 PARENT_TAG = "ablation_grid"
 CONCURRENT_ENV = "CLASSIC_CNNS_CONCURRENT_CELLS"  # set by bench/device.py --grid: cells sharing the device
-
-
-def result_path(variant: str, seed: int, size: str = "quick") -> Path:
-    return (FULL_RESULTS_DIR if size == "full" else RESULTS_DIR) / f"{variant}-seed{seed}.json"
 
 
 def budget(params, size: str = "quick") -> dict:
@@ -182,7 +177,7 @@ def run_cell(params, variant: str, seed: int) -> dict:
             mlflow.set_tags({"failure_reason": result["outcome"], "failure_epoch": str(result["failure_epoch"])})
         loggers[0].flush()
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
-        outputs.write_json(result_path(variant, seed), result, default=float)
+        outputs.write_json(grid_result(variant, seed), result, default=float)
     except BaseException as exc:
         tracking.end_run(tracking.interrupted_status(exc))
         raise
@@ -207,7 +202,7 @@ def load_cells(params, size: str = "quick"):
     rows, missing = [], []
     for variant in params.ablations.variants:
         for seed in params.ablations.seeds:
-            path = result_path(variant, seed, size)
+            path = grid_result(variant, seed, size)
             if not path.exists():
                 missing.append(f"cell@{variant}-{seed}")
                 continue

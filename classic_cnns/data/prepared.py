@@ -8,29 +8,12 @@ per-channel mean/std and the provenance of the raw files.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
 from classic_cnns.data.datasets import Dataset, DatasetError, check
 from classic_cnns.errors import UserError
-
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-EXTERNAL_DIR = Path("data/external")  # git-ignored: local copies of datasets, named relative to the project
-
-
-def project_root() -> Path:
-    """The project's root, also from inside a `dvc exp run --temp` / queued copy (which lives in
-    <root>/.dvc/tmp/exps/...), so every experiment logs to the same store."""
-    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-    parts = root.parts
-    for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return root
-
+from classic_cnns.paths import prepared, project_root
 
 def local_source(source: str) -> str:
     """A data source as the stage can open it: a URL as is, a path relative to the project root
@@ -76,10 +59,11 @@ def summary(ds: Dataset, arrays: dict[str, np.ndarray], provenance: dict) -> dic
 
 def load_split(dataset: str) -> tuple[dict[str, np.ndarray], dict]:
     """The prepared arrays of `dataset` and their summary (data/prepared/<dataset>.json)."""
-    for path in (PREPARED_DIR / f"{dataset}.json", PREPARED_DIR / f"{dataset}.npz"):
+    npz_file, json_file = prepared(dataset)
+    for path in (json_file, npz_file):
         if not path.exists():
             raise UserError(f"{path} is missing: run `dvc repro prepare@{dataset}` first")
-    meta = json.loads((PREPARED_DIR / f"{dataset}.json").read_text())
-    with np.load(PREPARED_DIR / f"{dataset}.npz") as npz:
+    meta = json.loads(json_file.read_text())
+    with np.load(npz_file) as npz:
         arrays = {k: npz[k] for k in npz.files}
     return arrays, meta

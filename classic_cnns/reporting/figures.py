@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from classic_cnns import outputs  # noqa: E402
 
-FIGURES = Path("reports/figures")
+from classic_cnns.paths import FIGURES
 
 
 def _save(fig, filename: str) -> Path:

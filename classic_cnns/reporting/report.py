@@ -18,11 +18,8 @@ from classic_cnns.model import architectures
 from classic_cnns.reporting import describe
 from classic_cnns.reporting import figures
 from classic_cnns.reporting import questions
-from classic_cnns.data.prepared import PREPARED_DIR
+from classic_cnns import paths
 
-REPORTS_DIR = Path("reports")
-MODELS_DIR = Path("models")
-BENCH_RESULTS = Path("bench/results")  # the device check's GPU runs (bench/device.py)
 OUTPUTS = ("metrics.json", "evaluation.json", "training.json", "history.csv", "architecture.csv", "per_class.csv", "confusion.csv",
            "predictions.csv")
 
@@ -31,12 +28,12 @@ def load_results(models: dict) -> dict[str, dict]:
     """Everything the report says, per model, read from the stages' output files."""
     results = {}
     for name, cfg in models.items():
-        folder = REPORTS_DIR / name
+        folder = paths.model_reports(name)
         missing = [f for f in OUTPUTS if not (folder / f).exists()]
         if missing:
             raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: run `dvc repro` "
                                     f"(train@{name} and evaluate@{name}) before the report")
-        unrecorded = [str(costs.path(stage, name)) for stage in ("train", "evaluate") if not costs.path(stage, name).exists()]
+        unrecorded = [str(paths.cost_record(stage, name)) for stage in ("train", "evaluate") if not paths.cost_record(stage, name).exists()]
         if unrecorded:
             raise FileNotFoundError(f"{', '.join(unrecorded)} missing (the costs of the runs that made {folder}): restore "
                                     f"them with `git checkout -- reports/costs`, or rerun `dvc repro -f train@{name} "
@@ -53,9 +50,9 @@ def load_results(models: dict) -> dict[str, dict]:
             "architecture": pd.read_csv(folder / "architecture.csv", keep_default_na=False),
             "per_class": pd.read_csv(folder / "per_class.csv", dtype=labels),
             "confusion": pd.read_csv(folder / "confusion.csv", index_col=0, dtype={"actual": str}),
-            "data": json.loads((PREPARED_DIR / f"{cfg.dataset}.json").read_text()),
+            "data": json.loads(paths.prepared(cfg.dataset)[1].read_text()),
             "predictions": pd.read_csv(folder / "predictions.csv", dtype=labels),
-            "model_file": MODELS_DIR / name / "model.keras",
+            "model_file": paths.model_file(name),
         }
         r["title"] = describe.title(name, cfg)
         r["dataset"] = r["data"]["provenance"]["title"]
@@ -90,7 +87,7 @@ def model_details(model_file: Path) -> dict:
 
 
 def misclassified_examples(r: dict, count: int = 16):
-    with np.load(PREPARED_DIR / f"{r['config'].dataset}.npz") as npz:
+    with np.load(paths.prepared(r['config'].dataset)[0]) as npz:
         x_test = npz["x_test"]
     pred = r["predictions"]
     wrong = np.flatnonzero((pred["actual"] != pred["predicted"]).to_numpy())
@@ -180,7 +177,7 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
     if alexnets:
         blocks += architectures.comparison_blocks(alexnets[0])
     blocks += questions.diagnostics_blocks(diagnostics_dir)
-    blocks += questions.gpu_blocks(results, BENCH_RESULTS)
+    blocks += questions.gpu_blocks(results, paths.BENCH_RESULTS)
     blocks += [("h2", "The notebook's claims"),
                ("p", "Whether ReLU trains faster than tanh, dropout prevents overfitting, max pooling beats "
                      "average pooling, LeNet-5 lacks the capacity for CIFAR-10 and large first kernels help "

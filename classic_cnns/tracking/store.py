@@ -25,7 +25,7 @@ from pathlib import Path
 
 import mlflow
 
-from classic_cnns.data.prepared import project_root
+from classic_cnns.paths import project_root
 from classic_cnns.errors import UserError
 
 # MLflow's own INFO lines (creating tables, "Registered model ...") repeat what the stages print.
