@@ -46,26 +46,18 @@ def load_prepared(folder: Path, dataset: str) -> tuple[dict, dict]:
 
 
 def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: dict) -> dict:
-    import keras
-
-    from classic_cnns.backend import name as backend_name
     from bench.speed import train_flops_per_image
+    from classic_cnns.backend import name as backend_name
     from classic_cnns.evaluation.scores import accuracy_and_loss
-    from classic_cnns.training.health import StopOnNonFiniteLoss
-    from classic_cnns.training.loop import Progress, train_epochs
-    from classic_cnns.model.recipe import build_compiled, seed_everything
     from classic_cnns.evaluation.tta import predict, tta_views
+    from classic_cnns.training.session import Training
 
-    seed_everything(params.seed)
-    classes = len(meta["classes"])
-    x, y = arrays["x_train"], keras.utils.to_categorical(arrays["y_train"], classes)
-    validation = (arrays["x_val"].astype("float32"), keras.utils.to_categorical(arrays["y_val"], classes))
-    model = build_compiled(cfg, meta, -(-len(x) // cfg.batch_size))
-    progress = Progress(f"{name} [{backend_name()}]", cfg.epochs)
+    training = Training(f"{name} [{backend_name()}]", cfg, params.seed, meta, arrays["x_train"], arrays["y_train"],
+                        (arrays["x_val"], arrays["y_val"]))
     started = time.perf_counter()
-    train_epochs(model, x, y, cfg, params.seed, validation, callbacks=[StopOnNonFiniteLoss(name), progress],
-                 progress_bar=False)
+    model = training.run(progress_bar=False)
     train_seconds = time.perf_counter() - started
+    progress, x = training.progress, training.x
     epochs = progress.history["epoch_seconds"]
     steady = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
     images_per_s = len(x) / steady
@@ -96,16 +88,13 @@ def deterministic(params, cfg, arrays: dict, meta: dict, images: int = 8192) -> 
     """Two short trainings from the same seed give bit-identical weights."""
     import keras
 
-    from classic_cnns.training.loop import train_epochs
-    from classic_cnns.model.recipe import build_compiled, seed_everything
+    from classic_cnns.training.session import Training
 
     cfg = dataclasses.replace(cfg, epochs=2)
-    x, y = arrays["x_train"][:images], keras.utils.to_categorical(arrays["y_train"][:images], len(meta["classes"]))
     weights = []
     for _ in range(2):
-        seed_everything(params.seed)
-        model = build_compiled(cfg, meta, -(-len(x) // cfg.batch_size))
-        train_epochs(model, x, y, cfg, params.seed, progress_bar=False)
+        model = Training("determinism", cfg, params.seed, meta, arrays["x_train"][:images], arrays["y_train"][:images],
+                         checks=False).run(progress_bar=False)
         weights.append([np.asarray(keras.ops.convert_to_numpy(v)) for v in model.weights])
     return all(np.array_equal(a, b) for a, b in zip(*weights))
 

@@ -23,9 +23,6 @@ from classic_cnns.params import Model, load_params
 
 from classic_cnns.data.datasets import REGISTRY
 
-VAL_SIZE = 5_000  # params.yaml prepare.val_size: a full epoch is the rest of the training split
-
-
 def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of an n x n matmul in `dtype` through the active Keras backend (best of repeats)."""
     import keras
@@ -49,26 +46,16 @@ def train_flops_per_image(model) -> float:
 
 
 def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[float, float]:
-    """(images/s, train FLOPs per image) over `epochs` timed epochs after one warm-up epoch."""
-    import keras
+    """(images/s, train FLOPs per image): the fastest of `epochs` timed epochs after one warm-up epoch."""
+    from classic_cnns.training.session import Training
 
-    from classic_cnns.training.loop import train_epochs
-    from classic_cnns.model.recipe import build_compiled, seed_everything
-
-    seed_everything(0)
     shape = REGISTRY[dataset].prepared_shape
     meta = {"shape": list(shape), "mean": [100.0] * shape[-1], "std": [60.0] * shape[-1], "classes": list(range(10))}
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (images, *shape), dtype=np.uint8)
-    y = keras.utils.to_categorical(rng.integers(0, 10, images), 10)
-    model = build_compiled(cfg, meta, math.ceil(images / cfg.batch_size))
-    best = math.inf
-    for epoch in range(epochs + 1):
-        started = time.perf_counter()
-        train_epochs(model, x, y, dataclasses.replace(cfg, epochs=epoch + 1), 0, start_epoch=epoch, progress_bar=False)
-        if epoch:  # epoch 0 compiles
-            best = min(best, time.perf_counter() - started)
-    return images / best, train_flops_per_image(model)
+    x, labels = rng.integers(0, 256, (images, *shape), dtype=np.uint8), rng.integers(0, 10, images)
+    training = Training("speed", dataclasses.replace(cfg, epochs=epochs + 1), 0, meta, x, labels, checks=False)
+    model = training.run(progress_bar=False)
+    return images / min(training.progress.history["epoch_seconds"][1:]), train_flops_per_image(model)
 
 
 def main() -> None:
@@ -97,7 +84,7 @@ def main() -> None:
                 "model": name, "mode": mode,
                 "batch": mode_cfg.batch_size, "steps/exec": mode_cfg.steps_per_execution,
                 "precision": "bf16" if mode_cfg.mixed_precision else "fp32",
-                "images/s": round(rate), "epoch s": round((REGISTRY[cfg.dataset].train_images - VAL_SIZE) / rate, 1),
+                "images/s": round(rate), "epoch s": round((REGISTRY[cfg.dataset].train_images - params.prepare.val_size) / rate, 1),
                 "GFLOP/s": round(rate * flops / 1e9, 1), "of peak": f"{100 * rate * flops / peak:.0f}%",
                 "vs plain": f"{rate / baseline:.2f}x",
             })

@@ -17,6 +17,14 @@ class UserError(Exception):
     """A failure whose message says what went wrong, where, and what to do about it."""
 
 
+class TrainingFailed(UserError):
+    """A training that diverged or did not learn (classic_cnns/training/health.py): `reason`, `epoch`."""
+
+    def __init__(self, reason: str, epoch: int, message: str):
+        super().__init__(message)
+        self.reason, self.epoch = reason, epoch
+
+
 def free_bytes(folder: Path) -> int:
     """Free space on the file system that holds `folder` (or its nearest existing parent)."""
     folder = Path(folder).resolve()

@@ -8,6 +8,7 @@ what a stage reads, so that the tests can compare it with dvc.lock.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import typing
@@ -332,3 +333,16 @@ def load_or_exit(path: str | Path = "params.yaml") -> Params:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def stage_args(stage: str, argv: list[str], **choices) -> argparse.Namespace:
+    """A stage's command line: one positional argument per keyword, in order, each one of its choices
+    (e.g. the keys of params.yaml `models`), or a whole number where the choices are `int`. Anything
+    else ends the stage with its usage and exit code 2."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
+    for name, allowed in choices.items():
+        if allowed is int:
+            parser.add_argument(name, type=int, metavar=name.upper(), help="a whole number")
+        else:
+            parser.add_argument(name, choices=list(allowed), metavar=name.upper(), help=", ".join(allowed))
+    return parser.parse_args(argv)

@@ -12,20 +12,16 @@ from __future__ import annotations
 import sys
 
 from classic_cnns.analysis import grid
-from classic_cnns.tracking import store as tracking
+from classic_cnns.tracking import runs
 from classic_cnns.errors import run_stage
-from classic_cnns.params import load_or_exit
+from classic_cnns.params import load_or_exit, stage_args
 
 
 def main(argv: list[str]) -> int:
-    tracking.end_runs_on_sigterm()
+    runs.end_runs_on_sigterm()
     params = load_or_exit()
-    a = params.ablations
-    if len(argv) != 2 or argv[0] not in a.variants or not argv[1].isdigit():
-        print(f"usage: python -m stages.cell VARIANT SEED\n  VARIANT: {', '.join(a.variants)}\n"
-              "  SEED: a whole number (the grid runs those of params.yaml ablations.seeds)", file=sys.stderr)
-        return 2
-    grid.run_cell(params, argv[0], int(argv[1]))
+    args = stage_args("cell", argv, variant=params.ablations.variants, seed=int)
+    grid.run_cell(params, args.variant, args.seed)
     return 0
 
 

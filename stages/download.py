@@ -17,15 +17,13 @@ from classic_cnns.data.prepared import local_source
 from classic_cnns.paths import RAW
 from classic_cnns.data.download import download
 from classic_cnns.errors import UserError, run_stage
-from classic_cnns.params import load_or_exit
+from classic_cnns.params import load_or_exit, stage_args
 
 
 def main(argv: list[str]) -> int:
     params = load_or_exit()
-    if len(argv) != 1 or argv[0] not in params.data:
-        print(f"usage: python -m stages.download {{{','.join(params.data)}}}", file=sys.stderr)
-        return 2
-    name, source = argv[0], params.data[argv[0]]
+    name = stage_args("download", argv, dataset=params.data).dataset
+    source = params.data[name]
     if "://" not in source.source and Path(source.source).is_absolute():
         print(f"error: params.yaml: 'data.{name}.source' is the absolute path {source.source}; params.yaml and "
               f"dvc.lock are committed, so link or copy the file under data/external/ (git-ignored) and name it "

@@ -18,15 +18,12 @@ from classic_cnns import outputs, paths
 from classic_cnns.data import datasets
 from classic_cnns.data.prepared import split, summary
 from classic_cnns.errors import check_free_space, run_stage
-from classic_cnns.params import load_or_exit
+from classic_cnns.params import load_or_exit, stage_args
 
 
 def main(argv: list[str]) -> int:
     params = load_or_exit()
-    if len(argv) != 1 or argv[0] not in params.data:
-        print(f"usage: python -m stages.prepare {{{','.join(params.data)}}}", file=sys.stderr)
-        return 2
-    name, cfg = argv[0], params.prepare
+    name, cfg = stage_args("prepare", argv, dataset=params.data).dataset, params.prepare
     raw = paths.RAW / name
     try:
         ds = datasets.get(name, params.data[name])

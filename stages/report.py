@@ -11,7 +11,7 @@ import mlflow
 
 from classic_cnns import outputs
 from classic_cnns.reporting import render
-from classic_cnns.tracking import store as tracking
+from classic_cnns.tracking import registry, runs, store
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.paths import DIAGNOSTICS, FIGURES, REPORTS, model_file
@@ -30,11 +30,11 @@ def main(argv: list[str]) -> int:
     outputs.write_text(md, render.to_markdown(blocks, REPORTS))
     outputs.write_text(page, render.to_html(blocks, "LeNet-5 and AlexNet report"))
 
-    tracking.use_store(params.mlflow.experiment)
-    with tracking.failures_named(tracking.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):
-        mlflow.set_tags({**tracking.run_tags(), "kind": "report"})
+    store.use_store(params.mlflow.experiment)
+    with store.failures_named(store.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):
+        mlflow.set_tags({**runs.run_tags(), "kind": "report"})
         for name in params.models:
-            trained = tracking.training_run_of(params.mlflow.experiment, outputs.sha256(model_file(name)))
+            trained = registry.training_run_of(params.mlflow.experiment, outputs.sha256(model_file(name)))
             if trained:
                 mlflow.set_tag(f"run_id.{name}", trained.info.run_id)
         mlflow.log_artifact(str(md), artifact_path="report")

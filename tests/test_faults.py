@@ -134,11 +134,11 @@ def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepa
 WORKER = """
 import pathlib, sys, time
 import mlflow
-from classic_cnns.tracking import store as tracking
+from classic_cnns.tracking import store
 pathlib.Path(f"ready{sys.argv[2]}").touch()
 while not pathlib.Path("go").exists():  # all start at the same moment
     time.sleep(0.01)
-tracking.use_store("classic-cnns")
+store.use_store("classic-cnns")
 with mlflow.start_run():
     mlflow.log_params({"worker": sys.argv[2]})
     mlflow.log_metric("loss", 1.0, step=1)

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from classic_cnns.params import load_params
 from classic_cnns.training.augment import epoch_data
 from classic_cnns.training.checkpoint import KILL_AFTER_EPOCH_ENV, KILL_BEFORE_CHECKPOINT_ENV, KILL_SIGNAL_ENV
-from classic_cnns.training.health import TrainingFailed, check_learning
+from classic_cnns.errors import TrainingFailed
+from classic_cnns.training.health import check_learning
 from tests.conftest import ROOT, run, stage
 
 

@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from classic_cnns.backend import kernel_gradient_norms
-from classic_cnns.training.loop import train_epochs
 from classic_cnns.params import Model
-from classic_cnns.model.recipe import build_compiled, seed_everything
+from classic_cnns.training.session import Training, one_hot
 
 
 def notebook_config(nb, cfg: Model) -> Model:
@@ -78,22 +77,18 @@ class Probe(keras.callbacks.Callback):
 
 def replay(label: str, cfg: Model, seed: int, diagnose, arrays: dict, meta: dict) -> tuple[list, list]:
     """The first `diagnose.steps` training steps of `cfg` (whole batches only), measured."""
-    seed_everything(seed)
-    num_classes = len(meta["classes"])
-    steps_per_epoch = math.ceil(len(arrays["x_train"]) / cfg.batch_size)
     cfg = dataclasses.replace(cfg, steps_per_execution=1)
-    model = build_compiled(cfg, meta, steps_per_epoch)
+    training = Training(f"diagnose {label}", cfg, seed, meta, arrays["x_train"], arrays["y_train"], checks=False)
+    model = training.model
     relus = relu_layers(model)
     probe_model = keras.Model(model.input, [layer.output for layer in relus] + [model.output])
     n = diagnose.probe_images
     x_probe = arrays["x_val"][:n].astype("float32")
-    y_probe = keras.utils.to_categorical(arrays["y_val"][:n], num_classes)
-    y_train = keras.utils.to_categorical(arrays["y_train"], num_classes)
+    y_probe = one_hot(arrays["y_val"][:n], len(meta["classes"]))
     probe_cb = Probe(label, probe_model, relus, x_probe, y_probe, diagnose.steps, diagnose.every)
     probe_cb.set_model(model)
     probe_cb.measure()
-    train_epochs(model, arrays["x_train"], y_train, cfg, seed, callbacks=[probe_cb], drop_remainder=True,
-                 progress_bar=False)
+    training.run([probe_cb], drop_remainder=True, progress_bar=False)
     last = probe_cb.steps[-1]
     print(f"diagnose {label}: after {last['step']} steps probe loss {last['probe_loss']:.4f}, accuracy "
           f"{last['probe_accuracy']:.3f}, logit spread {last['logit_std']:.4f}")

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from classic_cnns import environment, outputs
-from classic_cnns.evaluation import scores as evaluation
-from classic_cnns.training import loop
-from classic_cnns.training.checkpoint import fingerprint
 from classic_cnns.analysis.claims import CLAIMS
-from classic_cnns.paths import grid_result
 from classic_cnns.data.prepared import load_split
-from classic_cnns.training.health import LearningCheck, StopOnNonFiniteLoss, TrainingFailed
-from classic_cnns.model.recipe import build_compiled, seed_everything
+from classic_cnns.errors import TrainingFailed
+from classic_cnns.evaluation import scores
+from classic_cnns.paths import grid_result
+from classic_cnns.training.checkpoint import fingerprint
+from classic_cnns.training.session import Training
 
 PARENT_TAG = "ablation_grid"
 CONCURRENT_ENV = "CLASSIC_CNNS_CONCURRENT_CELLS"  # set by bench/device.py --grid: cells sharing the device
@@ -42,11 +41,11 @@ def grid_id(params) -> str:
 
 def parent_run_id(params) -> str:
     """The grid's parent run: found by its tag, created by the first cell that needs it."""
-    from classic_cnns.tracking import store as tracking  # MLflow: not needed by train_cell
-
     import mlflow
 
-    tracking.use_store(params.mlflow.experiment)
+    from classic_cnns.tracking import runs, store  # MLflow: not needed by train_cell
+
+    store.use_store(params.mlflow.experiment)
     gid = grid_id(params)
 
     def first() -> str | None:
@@ -54,8 +53,8 @@ def parent_run_id(params) -> str:
                                    order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
         return found[0].info.run_id if found else None
 
-    uri = tracking.tracking_uri()
-    with tracking.store_lock(uri):  # cells running at once (ablations/parallel.sh) share one parent
+    uri = store.tracking_uri()
+    with store.store_lock(uri):  # cells running at once (ablations/parallel.sh) share one parent
         if found := first():
             return found
         client = mlflow.MlflowClient()
@@ -63,7 +62,7 @@ def parent_run_id(params) -> str:
         a = params.ablations
         run = client.create_run(experiment.experiment_id, run_name=f"ablations ({a.epochs} epochs, "
                                 f"{a.train_limit or 'all'} training images)",
-                                tags={PARENT_TAG: gid, **tracking.run_tags(), **environment.describe()})
+                                tags={PARENT_TAG: gid, **runs.run_tags(), **environment.describe()})
         for key, value in budget(params).items():
             client.log_param(run.info.run_id, f"ablations.{key}", value)
         winner = first()  # on a server no file lock reaches the other machines: the earliest run wins
@@ -103,37 +102,27 @@ def claim_groups(variant: str) -> list[str]:
     return sorted({c.group for c in CLAIMS if variant in c.contrast})
 
 
-def train_cell(params, variant: str, seed: int, size: str = "quick", callbacks=lambda progress: []) -> dict:
+def train_cell(params, variant: str, seed: int, size: str = "quick", observers=lambda progress: []) -> dict:
     """Train and score one cell at the budget `size` names; its result (no MLflow needed: the
-    device check runs the full-size grid this way). `callbacks(progress)`: more Keras callbacks."""
-    import keras
-
+    device check runs the full-size grid this way). `observers(progress)`: Keras callbacks to add."""
     cfg = params.ablations.model(params, variant, size)
-    seed_everything(seed)
     arrays, meta = load_split(cfg.dataset)
     spent = budget(params, size)
     data = subset(arrays, spent, seed)
-    classes = len(meta["classes"])
-    onehot = lambda y: keras.utils.to_categorical(y, classes)  # noqa: E731
-    model = build_compiled(cfg, meta, math.ceil(len(data["x_train"]) / cfg.batch_size))
     name = f"{variant} (seed {seed})"
+    training = Training(name, cfg, seed, meta, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]),
+                        params.health)
     print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(data['x_train'])} training "
-          f"images, {cfg.epochs} epochs, {model.count_params():,} parameters", flush=True)
-    progress = loop.Progress(name, cfg.epochs)
+          f"images, {cfg.epochs} epochs, {training.model.count_params():,} parameters", flush=True)
     outcome, failed_at = "learned", None
     try:
-        loop.train_epochs(model, data["x_train"], onehot(data["y_train"]), cfg, seed,
-                          (data["x_val"].astype("float32"), onehot(data["y_val"])), progress_bar=False,
-                          callbacks=[StopOnNonFiniteLoss(variant), progress, *callbacks(progress),
-                                     LearningCheck(variant, params.health, classes)])
+        model = training.run(observers(training.progress), progress_bar=False)
     except TrainingFailed as failure:
-        outcome, failed_at = failure.reason, failure.epoch
+        model, outcome, failed_at = training.model, failure.reason, failure.epoch
         print(f"{name}: {failure} -- recorded as this cell's outcome", flush=True)
-    batch = params.evaluate.batch_size
-    test = evaluation.accuracy_and_loss(model.predict(data["x_test"].astype("float32"), batch_size=batch,
-                                                      verbose=0), data["y_test"])
-    train = evaluation.accuracy_and_loss(model.predict(data["x_train"].astype("float32"), batch_size=batch,
-                                                       verbose=0), data["y_train"])
+    progress = training.progress
+    test, train = (scored(model, data[f"x_{split}"], data[f"y_{split}"], params.evaluate.batch_size)
+                   for split in ("test", "train"))
     history = {k: v for k, v in progress.history.items() if k != "epoch_seconds"}
     print(f"{name}: {outcome}; test accuracy {test['accuracy']:.4f}, {progress.seconds:.0f} s", flush=True)
     return {
@@ -148,30 +137,35 @@ def train_cell(params, variant: str, seed: int, size: str = "quick", callbacks=l
     }
 
 
+def scored(model, x, y, batch_size: int) -> dict[str, float]:
+    return scores.accuracy_and_loss(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0), y)
+
+
 def run_cell(params, variant: str, seed: int) -> dict:
     """Train and score one cell of the quick grid; write its result file; log it as a child of the
     grid's MLflow run."""
-    from classic_cnns.tracking import store as tracking  # MLflow: not needed by train_cell
-
     import mlflow
+
+    from classic_cnns.tracking import runs  # MLflow: not needed by train_cell
+    from classic_cnns.tracking.epochs import EpochLogger
 
     cfg = params.ablations.model(params, variant)
     _, meta = load_split(cfg.dataset)  # its tags (train_cell loads and seeds for the training)
     parent = parent_run_id(params)
     run = mlflow.start_run(run_name=f"{variant}-seed{seed}", tags={
         "mlflow.parentRunId": parent, "ablation_variant": variant, "ablation_groups": ",".join(claim_groups(variant)),
-        "ablation_seed": str(seed), **tracking.run_tags(), **environment.describe(),
-        "architecture": cfg.architecture, **tracking.dataset_tags(meta)})
+        "ablation_seed": str(seed), **runs.run_tags(), **environment.describe(),
+        "architecture": cfg.architecture, **runs.dataset_tags(meta)})
     mlflow.log_params({**{f"model.{k}": v for k, v in dataclasses.asdict(cfg).items()},
                        **{f"ablations.{k}": v for k, v in budget(params).items()}, "seed": seed})
     loggers = []
 
     def log_epochs(progress):
-        loggers.append(loop.EpochLogger(f"{variant} (seed {seed})", progress, run.info.run_id))
+        loggers.append(EpochLogger(f"{variant} (seed {seed})", progress, run.info.run_id))
         return loggers
 
     try:
-        result = train_cell(params, variant, seed, callbacks=log_epochs)
+        result = train_cell(params, variant, seed, observers=log_epochs)
         result["mlflow_run_id"] = run.info.run_id
         if result["outcome"] != "learned":
             mlflow.set_tags({"failure_reason": result["outcome"], "failure_epoch": str(result["failure_epoch"])})
@@ -179,7 +173,7 @@ def run_cell(params, variant: str, seed: int) -> dict:
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
         outputs.write_json(grid_result(variant, seed), result, default=float)
     except BaseException as exc:
-        tracking.end_run(tracking.interrupted_status(exc))
+        runs.end_run(runs.interrupted_status(exc))
         raise
     mlflow.end_run(status="FINISHED" if result["outcome"] == "learned" else "FAILED")
     return result

@@ -33,6 +33,11 @@ class Placement:
     def chief(self) -> bool:
         return self.index == 0
 
+    def describe(self, device: str) -> str:
+        """Where a training runs, in words: the device, how many, in how many processes."""
+        return (device + (f" x{self.devices}" if self.devices > 1 else "")
+                + (f" in {self.processes} processes" if self.processes > 1 else ""))
+
     def local_batch(self, batch_size: int) -> int:
         return batch_size // self.processes
 

@@ -8,13 +8,7 @@ import math
 
 import keras
 
-from classic_cnns.errors import UserError
-
-
-class TrainingFailed(UserError):
-    def __init__(self, reason: str, epoch: int, message: str):
-        super().__init__(message)
-        self.reason, self.epoch = reason, epoch
+from classic_cnns.errors import TrainingFailed
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

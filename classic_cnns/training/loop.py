@@ -3,7 +3,7 @@
 One `model.fit` call per epoch on that epoch's data (shuffled and augmented from (seed, epoch)
 only, classic_cnns/training/augment.py, made on a second thread while the epoch before trains), so a run resumed at any epoch sees exactly the batches an
 uninterrupted one would. What happens around an epoch is a Keras callback: `Progress` (history,
-wall time, a line per epoch), `EpochLogger` (MLflow), `BestWeights` (early stopping), the health checks
+wall time, a line per epoch), classic_cnns/tracking/epochs.py (MLflow), `BestWeights` (early stopping), the health checks
 (classic_cnns/training/health.py) and checkpoints (classic_cnns/training/checkpoint.py).
 """
 from __future__ import annotations
@@ -45,52 +45,6 @@ class Progress(keras.callbacks.Callback):
         self.seconds += seconds
         shown = " ".join(f"{k} {v:.4f}" for k, v in self.last.items() if k != "epoch_seconds")
         print(f"{self.label} epoch {epoch + 1}/{self.total}: {shown} ({seconds:.1f} s)", flush=True)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each finished epoch's metrics (from loop.Progress's history) to run `run_id`, each epoch
-    once: epochs the run already holds (`logged`, e.g. of a resumed run) are not logged again, and
-    epochs the tracking store did not take are retried after the next epoch and by `flush()`, so a
-    server that goes away stalls nothing and costs no epoch."""
-
-    def __init__(self, label: str, progress, run_id: str, logged: int = 0):
-        super().__init__()
-        self.label, self.progress, self.run_id, self.logged = label, progress, run_id, logged
-        self.failing = False
-
-    def on_epoch_end(self, epoch, logs=None):
-        from classic_cnns.tracking import store as tracking  # MLflow only where a run logs (bench/device.py runs without it)
-
-        try:
-            if self.failing:  # a quick look first: a server that hangs would cost 3 timeouts an epoch
-                tracking.check_server(tracking.tracking_uri(), timeout_s=2.0)
-            self.flush()
-        except tracking.TrackingUnavailable as exc:
-            if not self.failing:
-                print(f"{self.label}: {exc}; training goes on, and the epochs are logged when it answers", flush=True)
-            self.failing = True
-
-    def flush(self) -> None:
-        """Log every finished epoch the run lacks; TrackingUnavailable if the store fails."""
-        import mlflow
-        from mlflow.entities import Metric
-
-        from classic_cnns.tracking import store as tracking
-
-        steps = range(self.logged + 1, self.progress.epochs + 1)
-        if not steps:
-            return
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, float(values[step - 1]), now, step)
-                   for step in steps for key, values in self.progress.history.items()]
-        uri = tracking.tracking_uri()
-        doing = f"logging epoch {steps[0]}" if len(steps) == 1 else f"logging epochs {steps[0]}-{steps[-1]}"
-        with tracking.failures_named(uri, doing):
-            for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
-                mlflow.MlflowClient().log_batch(self.run_id, metrics=metrics[i:i + 1000])
-        if self.failing:
-            print(f"{self.label}: the tracking store answers again; logged epochs {steps[0]}-{steps[-1]}", flush=True)
-        self.logged, self.failing = max(self.logged, self.progress.epochs), False
 
 
 class BestWeights(keras.callbacks.Callback):

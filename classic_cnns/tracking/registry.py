@@ -1,0 +1,79 @@
+"""A run's model: logged as the run's `model` artifact, found again by its file's sha256, and
+registered. A registered model's `champion` alias points at the newest full-quality version: one
+trained by `dvc repro` in the workspace (not a DVC experiment) on the whole dataset.
+"""
+from __future__ import annotations
+
+import os
+
+import mlflow
+
+from classic_cnns import environment
+
+
+CHAMPION = "champion"
+
+
+def register(model_name: str, run_id: str, test_accuracy: float, full_quality: bool) -> None:
+    """A new version of the registered model, its test accuracy as a tag; a full-quality run's
+    version also takes the `champion` alias (load it as models:/<name>@champion)."""
+    version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(model_name, version.version, "test_accuracy", f"{test_accuracy:.4f}")
+    exp = os.environ.get("DVC_EXP_NAME")
+    if exp:
+        client.set_model_version_tag(model_name, version.version, "dvc_exp_name", exp)
+    client.update_model_version(model_name, version.version,
+                                description=f"test accuracy {test_accuracy:.4f} (run {run_id})")
+    if full_quality:
+        client.set_registered_model_alias(model_name, CHAMPION, version.version)
+    print(f"registered {model_name} version {version.version}"
+          + (f" as @{CHAMPION}" if full_quality else " (not full-quality: the champion alias stays where it was)"))
+
+
+def is_full_quality(meta: dict) -> bool:
+    """Trained in the workspace (not a DVC experiment) on the whole prepared dataset."""
+    return not os.environ.get("DVC_EXP_NAME") and not meta.get("subset", False)
+
+
+MODEL_SHA_TAG = "model_sha256"
+
+
+def training_run_of(experiment: str, model_sha256: str):
+    """The newest run of `experiment` that trained this model file (byte for byte), or None: the
+    model files are written byte-stable, so the file names its run without a run id on disk."""
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="list", max_results=1,
+                               filter_string=f"tags.{MODEL_SHA_TAG} = '{model_sha256}'",
+                               order_by=["attributes.start_time DESC"])
+    return found[0] if found else None
+
+
+def log_keras_model(model) -> None:
+    """The model as the run's `model` artifact, with a signature and the packages it needs."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, model.output_shape[-1]))]))
+    requirements = [f"{pkg}=={ver}" for pkg, ver in environment.package_versions().items()
+                    if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy")]
+    mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
+
+
+def run_of_model_file(experiment: str, name: str, cfg, meta: dict, model, model_file) -> str:
+    """The MLflow run that trained this model file (found by its sha256); for a model trained
+    against another store (e.g. fetched with `dvc pull`), a new run of this store that holds it."""
+    from classic_cnns import outputs
+    from classic_cnns.tracking.runs import start_training_run
+
+    sha = outputs.sha256(model_file)
+    found = training_run_of(experiment, sha)
+    if found:
+        return found.info.run_id
+    print(f"{name}: no run in this MLflow store trained {model_file} (sha256 {sha[:12]}...); logging it in a new run")
+    with start_training_run(name, cfg, meta, {"model.name": name}, None) as run:
+        mlflow.set_tags({MODEL_SHA_TAG: sha, "trained_elsewhere": "true"})
+        log_keras_model(model)
+        return run.info.run_id

@@ -1,0 +1,111 @@
+"""A run's life in MLflow: how it is tagged (git commit, DVC experiment, machine, dataset), started
+or resumed, and ended — FINISHED, FAILED with the reason a training failed, or KILLED by Ctrl-C or
+SIGTERM (`end_runs_on_sigterm`), never left RUNNING by a stage that stopped.
+
+One run per trained model (its evaluation adds to it); the report and the claims grid have runs of
+their own.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+
+import mlflow
+
+from classic_cnns import environment
+from classic_cnns.tracking import store
+from classic_cnns.errors import TrainingFailed
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_tags() -> dict[str, str]:
+    tags = {"git_commit": git_commit()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+class Terminated(SystemExit):
+    """SIGTERM (`kill`, a CI timeout, a scheduler), raised in the main thread like Ctrl-C."""
+
+
+def end_runs_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated, so the stage's MLflow run is ended (KILLED) instead of being
+    left RUNNING forever; exit status 143, as if killed by the signal."""
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interrupted_status(exc: BaseException) -> str:
+    """The MLflow status for a run ended by `exc`: KILLED for Ctrl-C or SIGTERM, else FAILED."""
+    return "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated)) else "FAILED"
+
+
+def dataset_tags(meta: dict) -> dict[str, str]:
+    prov = meta["provenance"]
+    return {"dataset": meta["dataset"], "dataset_title": prov["title"], "dataset_official": str(prov["official"]).lower(),
+            **{f"dataset_sha256.{f}": s for f, s in prov["files"].items()}}
+
+
+def logged_epochs(run_id: str) -> int:
+    """The last epoch whose metrics the run holds (0 for none)."""
+    return max((m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "loss")), default=0)
+
+
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run; after a failure the store may be the thing that failed: then the run
+    stays RUNNING in it (no stall, no second error)."""
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status=status)
+
+
+def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str | None):
+    """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one."""
+    from mlflow.exceptions import MlflowException
+
+    if resume_id:
+        try:
+            return mlflow.start_run(run_id=mlflow.get_run(resume_id).info.run_id)
+        except MlflowException:
+            print(f"{name}: the checkpoint's MLflow run {resume_id} is not in this store; starting a new run")
+    run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}")
+    mlflow.log_params(logged_params)
+    mlflow.set_tags({**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture,
+                     **dataset_tags(meta)})
+    return run
+
+
+@contextlib.contextmanager
+def training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str | None, kept: str = ""):
+    """The MLflow run of a training, start to end; yields (run, the last epoch it already holds).
+    A TrainingFailed ends it FAILED with the failure's reason, epoch and message; Ctrl-C or SIGTERM
+    KILLED; any other exception FAILED (the store may be what failed: then the run stays RUNNING).
+    `kept`: what a failure of the store at the end leaves behind, told to the user."""
+    uri = store.tracking_uri()
+    with store.failures_named(uri, "starting the run"):
+        run = start_training_run(name, cfg, meta, logged_params, resume_id)
+        logged = logged_epochs(run.info.run_id) if resume_id else 0
+    try:
+        yield run, logged
+    except TrainingFailed as failure:
+        with contextlib.suppress(Exception):
+            mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
+                             "failure_message": str(failure)[:5000]})
+        end_run("FAILED")
+        raise
+    except BaseException as exc:
+        end_run(interrupted_status(exc))
+        raise
+    with store.failures_named(uri, "ending the run", after=kept):
+        mlflow.end_run()

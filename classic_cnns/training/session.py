@@ -1,0 +1,75 @@
+"""One way to set up and run a training, used by the train stage, the claims grid's cells, diagnose's
+replay, bench/speed.py and the device check (bench/device.py).
+
+`Training` seeds every generator, turns the labels one-hot, builds and compiles the model of a
+validated `models.<name>` config (classic_cnns/model/recipe.py) and runs it epoch by epoch
+(classic_cnns/training/loop.py) with the health checks; a caller adds what it needs as Keras
+callbacks (MLflow logging, early stopping, checkpoints, probes) and may resume from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import keras
+import numpy as np
+
+from classic_cnns.model.recipe import build_compiled, seed_everything
+from classic_cnns.training.checkpoint import Checkpoint
+from classic_cnns.training.distribute import Placement
+from classic_cnns.training.health import LearningCheck, StopOnNonFiniteLoss
+from classic_cnns.training.loop import BestWeights, Progress, train_epochs
+
+
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    return keras.utils.to_categorical(labels, classes)
+
+
+class Training:
+    """A seeded, compiled model of `cfg` for the data `meta` describes, and its training on
+    (x, labels), validated on `validation` = (x_val, labels_val) if given. `health` (params.yaml
+    `health`) adds the learning check; `checks=False` leaves out every health check (diagnose
+    replays recipes that fail, to measure how)."""
+
+    def __init__(self, label: str, cfg, seed: int, meta: dict, x: np.ndarray, labels: np.ndarray,
+                 validation: tuple | None = None, health=None, checks: bool = True):
+        self.label, self.cfg, self.seed, self.meta = label, cfg, seed, meta
+        classes = len(meta["classes"])
+        seed_everything(seed)
+        self.x, self.y = x, one_hot(labels, classes)
+        self.validation = None if validation is None else (
+            validation[0].astype("float32"), one_hot(validation[1], classes))
+        self.build = functools.partial(build_compiled, cfg, meta, math.ceil(len(x) / cfg.batch_size))
+        self.model = self.build()
+        self.progress = Progress(label, cfg.epochs)
+        self.checks = [StopOnNonFiniteLoss(label)] if checks else []
+        self.learning_check = [LearningCheck(label, health, classes)] if checks and health else []
+        self.best = BestWeights(label, cfg.early_stopping_patience) if cfg.early_stopping_patience else None
+        self.start_epoch, self.stopped = 0, False
+
+    def resume(self, checkpoint: Checkpoint) -> dict:
+        """Continue from `checkpoint` if it matches (model, optimizer, history, early stopping's
+        state); its meta (with the caller's extras, e.g. the MLflow run id), or {} for none."""
+        state = checkpoint.load(self.model) or {}
+        if state:
+            self.start_epoch, self.stopped = state["epoch"], state.get("stopped", False)
+            self.progress = Progress(self.label, self.cfg.epochs, state["history"], state["train_seconds"])
+            if self.best:
+                self.best = BestWeights(self.label, self.cfg.early_stopping_patience, state.get("best_val_accuracy"),
+                                        state.get("best_epoch", 0), checkpoint.best_weights(state), self.stopped)
+        return state
+
+    def run(self, observers=(), after_checks=(), placement: Placement = Placement(), drop_remainder: bool = False,
+            progress_bar: bool | None = None):
+        """Train to cfg.epochs (or until a callback stops it). `observers` see every epoch, before
+        the learning check (a failing epoch is still logged); `after_checks` only the healthy ones
+        (checkpoints). Early stopping's best weights are restored at the end. Returns the model."""
+        if not self.stopped:
+            callbacks = [*self.checks, self.progress, *observers, *self.learning_check,
+                         *([self.best] if self.best else []), *after_checks]
+            train_epochs(self.model, self.x, self.y, self.cfg, self.seed, self.validation, self.start_epoch,
+                         callbacks, drop_remainder=drop_remainder, progress_bar=progress_bar, placement=placement)
+        if self.best:
+            self.best.restore()
+        return self.model
