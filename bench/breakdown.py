@@ -10,10 +10,10 @@ normalisation, casts, the loss), the optimizer's update, and the whole train ste
 "at peak" is its FLOPs over the matmul rate measured in the same run. TensorFlow backend only
 (gradients through tf.GradientTape).
 """
+
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 
@@ -32,6 +32,7 @@ def seconds_per_call(fn, calls: int = 5, repeats: int = 3) -> float:
         out = fn()
         for t in tf.nest.flatten(out):
             np.asarray(t)
+
     run_once()
     best = math.inf
     for _ in range(repeats):
@@ -74,7 +75,7 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("bench.breakdown needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
     params = load_params()
-    cfg = dataclasses.replace(params.model(name), schedule="constant", warmup_epochs=0)
+    cfg = params.model(name).replace(schedule="constant", warmup_epochs=0)
     batch = batch or cfg.batch_size
     seed_everything(0)
     shape = REGISTRY[cfg.dataset].prepared_shape
@@ -112,15 +113,22 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
         layers_seconds += seconds
         rows.append({"part": f"{layer.name} ({type(layer).__name__})", "seconds": seconds, "flops": flops})
     whole = seconds_per_call(forward_backward)
-    rows.append({"part": "other layers (pooling, dropout, normalisation, loss)",
-                 "seconds": max(0.0, whole - layers_seconds), "flops": 0})
+    rows.append(
+        {
+            "part": "other layers (pooling, dropout, normalisation, loss)",
+            "seconds": max(0.0, whole - layers_seconds),
+            "flops": 0,
+        }
+    )
     rows.append({"part": "optimizer update", "seconds": seconds_per_call(update), "flops": 0})
     step = seconds_per_call(train_step)
     rows.append({"part": "whole train step", "seconds": step, "flops": train_flops_per_image(model) * batch})
     for row in rows:
         row["at peak"] = row["flops"] / peak
-    print(f"{name}: batch {batch}, {'bfloat16' if cfg.mixed_precision else 'float32'}; matmul peak measured "
-          f"here {peak / 1e9:.0f} GFLOP/s")
+    print(
+        f"{name}: batch {batch}, {'bfloat16' if cfg.mixed_precision else 'float32'}; matmul peak measured "
+        f"here {peak / 1e9:.0f} GFLOP/s"
+    )
     return rows, step
 
 
@@ -132,12 +140,19 @@ def main() -> None:
     rows, step = breakdown(args.model, args.batch or None)
     import pandas as pd
 
-    table = pd.DataFrame([{
-        "part": r["part"], "ms": round(1e3 * r["seconds"], 1), "share of step": f"{100 * r['seconds'] / step:.0f}%",
-        "GFLOP/s": round(r["flops"] / r["seconds"] / 1e9) if r["flops"] else "",
-        "ms at peak": round(1e3 * r["at peak"], 1) if r["flops"] else "",
-        "x peak time": f"{r['seconds'] / r['at peak']:.2f}" if r["flops"] else "",
-    } for r in rows])
+    table = pd.DataFrame(
+        [
+            {
+                "part": r["part"],
+                "ms": round(1e3 * r["seconds"], 1),
+                "share of step": f"{100 * r['seconds'] / step:.0f}%",
+                "GFLOP/s": round(r["flops"] / r["seconds"] / 1e9) if r["flops"] else "",
+                "ms at peak": round(1e3 * r["at peak"], 1) if r["flops"] else "",
+                "x peak time": f"{r['seconds'] / r['at peak']:.2f}" if r["flops"] else "",
+            }
+            for r in rows
+        ]
+    )
     print(table.to_string(index=False))
 
 

@@ -18,10 +18,10 @@ bare GPU machine from wheels and runs it on each backend. What the numbers mean:
   matmul rate measured here;
 - test accuracy: single view, and over the test-time views where params.yaml's evaluate asks.
 """
+
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def load_prepared(folder: Path, dataset: str) -> tuple[dict, dict]:
     npz, meta = folder / f"{dataset}.npz", folder / f"{dataset}.json"
     if not npz.exists():
-        raise SystemExit(f"error: {npz} is missing: run `dvc repro prepare@{dataset}` (or copy it from a machine "
-                         "that did) first")
+        raise SystemExit(
+            f"error: {npz} is missing: run `dvc repro prepare@{dataset}` (or copy it from a machine that did) first"
+        )
     with np.load(npz) as data:
         return {k: data[k] for k in data.files}, json.loads(meta.read_text())
 
@@ -52,8 +53,15 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
     from classic_cnns.evaluation.tta import predict, tta_views
     from classic_cnns.training.session import Training
 
-    training = Training(f"{name} [{backend_name()}]", cfg, params.seed, meta, arrays["x_train"], arrays["y_train"],
-                        (arrays["x_val"], arrays["y_val"]))
+    training = Training(
+        f"{name} [{backend_name()}]",
+        cfg,
+        params.seed,
+        meta,
+        arrays["x_train"],
+        arrays["y_train"],
+        (arrays["x_val"], arrays["y_val"]),
+    )
     started = time.perf_counter()
     model = training.run(progress_bar=False)
     train_seconds = time.perf_counter() - started
@@ -72,14 +80,21 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
     probs = predict(model, arrays["x_test"], views, batch, centre=single) if len(views) > 1 else single
     evaluate_seconds = time.perf_counter() - started
     return {
-        "model": name, "backend": backend_name(), "epochs": len(epochs), "train_images": len(x),
-        "mixed_precision": cfg.mixed_precision, "train_seconds": round(train_seconds, 2),
-        "first_epoch_seconds": round(epochs[0], 2), "epoch_seconds": round(steady, 3),
-        "images_per_second": round(images_per_s, 1), "train_tflops": round(flops / 1e12, 2),
+        "model": name,
+        "backend": backend_name(),
+        "epochs": len(epochs),
+        "train_images": len(x),
+        "mixed_precision": cfg.mixed_precision,
+        "train_seconds": round(train_seconds, 2),
+        "first_epoch_seconds": round(epochs[0], 2),
+        "epoch_seconds": round(steady, 3),
+        "images_per_second": round(images_per_s, 1),
+        "train_tflops": round(flops / 1e12, 2),
         "peak_fraction": round(flops / peak, 4),
         "final_val_accuracy": round(progress.history["val_accuracy"][-1], 4),
         "test_accuracy_single_view": round(accuracy_and_loss(single, y_test)["accuracy"], 4),
-        "test_accuracy": round(accuracy_and_loss(probs, y_test)["accuracy"], 4), "test_views": len(views),
+        "test_accuracy": round(accuracy_and_loss(probs, y_test)["accuracy"], 4),
+        "test_views": len(views),
         "evaluate_seconds": round(evaluate_seconds, 2),
     }
 
@@ -90,19 +105,20 @@ def deterministic(params, cfg, arrays: dict, meta: dict, images: int = 8192) -> 
 
     from classic_cnns.training.session import Training
 
-    cfg = dataclasses.replace(cfg, epochs=2)
+    cfg = cfg.replace(epochs=2)
     weights = []
     for _ in range(2):
-        model = Training("determinism", cfg, params.seed, meta, arrays["x_train"][:images], arrays["y_train"][:images],
-                         checks=False).run(progress_bar=False)
+        model = Training(
+            "determinism", cfg, params.seed, meta, arrays["x_train"][:images], arrays["y_train"][:images], checks=False
+        ).run(progress_bar=False)
         weights.append([np.asarray(keras.ops.convert_to_numpy(v)) for v in model.weights])
-    return all(np.array_equal(a, b) for a, b in zip(*weights))
+    return all(np.array_equal(a, b) for a, b in zip(*weights, strict=False))
 
 
 def diagnose(params, arrays: dict, meta: dict, steps: int | None) -> dict:
     from classic_cnns.analysis.diagnose import notebook_config, replay
 
-    d = params.diagnose if steps is None else dataclasses.replace(params.diagnose, steps=steps)
+    d = params.diagnose if steps is None else params.diagnose.replace(steps=steps)
     cfg = params.model(d.model)
     started = time.perf_counter()
     finals = {}
@@ -117,12 +133,18 @@ def full_size_params(params, epochs: int | None, images: int | None):
     from classic_cnns.params import Budget
 
     full = params.ablations.full_size
-    shrunk = Budget(epochs=epochs or full.epochs, train_limit=images or full.train_limit,
-                    val_limit=images or full.val_limit, test_limit=images or full.test_limit)
-    return dataclasses.replace(params, ablations=dataclasses.replace(params.ablations, full_size=shrunk))
+    shrunk = Budget(
+        epochs=epochs or full.epochs,
+        train_limit=images or full.train_limit,
+        val_limit=images or full.val_limit,
+        test_limit=images or full.test_limit,
+    )
+    return params.replace(ablations=params.ablations.replace(full_size=shrunk))
 
 
-def run_grid(params, workers: int, deadline_s: float | None, passed: list[str], variants: list[str] | None = None) -> dict:
+def run_grid(
+    params, workers: int, deadline_s: float | None, passed: list[str], variants: list[str] | None = None
+) -> dict:
     """The claims grid at full size (params.yaml ablations.full_size), `workers` cells at a time on
     the one device (each its own process), the longest first; writes ablations/results-full/.
     Cells already there are kept; after `deadline_s`, no new cell starts."""
@@ -135,26 +157,39 @@ def run_grid(params, workers: int, deadline_s: float | None, passed: list[str], 
     cells = [(v, s) for v in variants or params.ablations.variants for s in params.ablations.seeds]
     todo = [c for c in cells if not paths.grid_result(*c, "full").exists()]
     todo.sort(key=lambda c: params.ablations.model(params, c[0], "full").architecture != "alexnet")
-    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / workers:.2f}", "PYTHONUNBUFFERED": "1",
-           grid.CONCURRENT_ENV: str(workers)}
+    env = {
+        **os.environ,
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / workers:.2f}",
+        "PYTHONUNBUFFERED": "1",
+        grid.CONCURRENT_ENV: str(workers),
+    }
     started = time.perf_counter()
 
     def one(cell: tuple[str, int]) -> str:
         if deadline_s and time.perf_counter() - started > deadline_s:
             return "not started (deadline)"
-        done = subprocess.run([sys.executable, "-m", "bench.device", "--cell", cell[0], str(cell[1]), *passed],
-                              env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.device", "--cell", cell[0], str(cell[1]), *passed],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         last = (done.stdout.strip().splitlines() or [""])[-1]
         print(f"{cell[0]} seed {cell[1]}: {last if done.returncode == 0 else done.stderr[-2000:]}", flush=True)
         return "done" if done.returncode == 0 else "failed"
 
     with ThreadPoolExecutor(workers) as pool:
-        states = dict(zip(todo, pool.map(one, todo)))
+        states = dict(zip(todo, pool.map(one, todo), strict=False))
     ran = [c for c, state in states.items() if state == "done"]
-    return {"cells": len(cells), "ran": len(ran), "already_there": len(cells) - len(todo),
-            "not_run": sorted(f"{v} seed {s}: {state}" for (v, s), state in states.items() if state != "done"),
-            "workers": workers, "seconds": round(time.perf_counter() - started, 1), "budget": dataclasses.asdict(
-                params.ablations.full_size)}
+    return {
+        "cells": len(cells),
+        "ran": len(ran),
+        "already_there": len(cells) - len(todo),
+        "not_run": sorted(f"{v} seed {s}: {state}" for (v, s), state in states.items() if state != "done"),
+        "workers": workers,
+        "seconds": round(time.perf_counter() - started, 1),
+        "budget": params.ablations.full_size.asdict(),
+    }
 
 
 def cpu_figures(name: str) -> dict:
@@ -167,21 +202,28 @@ def cpu_figures(name: str) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"device: {result['device']} ({result['backend']} backend); matmul peak "
-             f"bf16 {result['peak_tflops']['bfloat16']:.0f} TFLOP/s, float32 {result['peak_tflops']['float32']:.0f}",
-             "| model | epochs | train s | epoch s | images/s | % peak | test acc (1 view) | test acc | "
-             "CPU train s | CPU images/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"device: {result['device']} ({result['backend']} backend); matmul peak "
+        f"bf16 {result['peak_tflops']['bfloat16']:.0f} TFLOP/s, float32 {result['peak_tflops']['float32']:.0f}",
+        "| model | epochs | train s | epoch s | images/s | % peak | test acc (1 view) | test acc | "
+        "CPU train s | CPU images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["models"]:
         cpu = result["cpu"].get(r["model"], {})
-        lines.append(f"| {r['model']} | {r['epochs']} | {r['train_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
-                     f"{r['images_per_second']:,.0f} | {100 * r['peak_fraction']:.1f}% | "
-                     f"{100 * r['test_accuracy_single_view']:.2f}% | {100 * r['test_accuracy']:.2f}% "
-                     f"({r['test_views']} views) | {cpu.get('train_seconds', '-')} | "
-                     f"{cpu.get('train_images_per_second', '-')} |")
+        lines.append(
+            f"| {r['model']} | {r['epochs']} | {r['train_seconds']:.1f} | {r['epoch_seconds']:.2f} | "
+            f"{r['images_per_second']:,.0f} | {100 * r['peak_fraction']:.1f}% | "
+            f"{100 * r['test_accuracy_single_view']:.2f}% | {100 * r['test_accuracy']:.2f}% "
+            f"({r['test_views']} views) | {cpu.get('train_seconds', '-')} | "
+            f"{cpu.get('train_images_per_second', '-')} |"
+        )
     if result.get("diagnose"):
         d = result["diagnose"]
-        lines.append(f"diagnose: {d['steps']} steps x 2 recipes in {d['seconds']:.1f} s; "
-                     f"final probe accuracy {d['final_probe_accuracy']}")
+        lines.append(
+            f"diagnose: {d['steps']} steps x 2 recipes in {d['seconds']:.1f} s; "
+            f"final probe accuracy {d['final_probe_accuracy']}"
+        )
     if "deterministic" in result:
         lines.append(f"two seeded trainings bit-identical: {result['deterministic']}")
     lines.append(f"total {result['seconds']:.0f} s")
@@ -199,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-determinism", action="store_true")
     parser.add_argument("--peak-size", type=int, default=8192, help="matrix side of the peak measurement")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--grid", type=int, metavar="WORKERS", help="instead: the claims grid at full size, "
-                        "WORKERS cells at a time (results in ablations/results-full/)")
+    parser.add_argument(
+        "--grid",
+        type=int,
+        metavar="WORKERS",
+        help="instead: the claims grid at full size, WORKERS cells at a time (results in ablations/results-full/)",
+    )
     parser.add_argument("--variants", nargs="+", help="--grid: only these variants (default: all)")
     parser.add_argument("--deadline", type=float, help="--grid: start no cell after this many seconds")
     parser.add_argument("--cell", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
@@ -216,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             result = grid.train_cell(params, variant, seed, "full")
             outputs.write_json(paths.grid_result(variant, seed, "full"), result, default=float)
             return 0
-        passed = [*(["--epochs", str(args.epochs)] if args.epochs else []),
-                  *(["--images", str(args.images)] if args.images else [])]
+        passed = [
+            *(["--epochs", str(args.epochs)] if args.epochs else []),
+            *(["--images", str(args.images)] if args.images else []),
+        ]
         summary = run_grid(params, args.grid, args.deadline, passed, args.variants)
         print(json.dumps(summary, indent=2), flush=True)
         return 0 if not summary["not_run"] else 1
@@ -230,19 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(ROOT / "params.yaml")
     names = args.models or list(params.models)
     peaks = {dtype: matmul_peak(dtype, n=args.peak_size) for dtype in ("bfloat16", "float32")}
-    result = {"device": environment.device(), "backend": backend_name(), "environment": environment.describe(),
-              "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()}, "models": [],
-              "cpu": {name: cpu_figures(name) for name in names}}
+    result = {
+        "device": environment.device(),
+        "backend": backend_name(),
+        "environment": environment.describe(),
+        "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()},
+        "models": [],
+        "cpu": {name: cpu_figures(name) for name in names},
+    }
     data = {}
     for name in names:
         cfg = params.model(name)
         if args.epochs:
-            cfg = dataclasses.replace(cfg, epochs=args.epochs)
+            cfg = cfg.replace(epochs=args.epochs)
         if cfg.dataset not in data:
             data[cfg.dataset] = load_prepared(args.data, cfg.dataset)
         arrays, meta = data[cfg.dataset]
         if args.images:
-            arrays = {k: v[:args.images] for k, v in arrays.items()}
+            arrays = {k: v[: args.images] for k, v in arrays.items()}
         result["models"].append(train_and_evaluate(params, name, cfg, arrays, meta, peaks))
         print(json.dumps(result["models"][-1]), flush=True)
     if not args.no_determinism:

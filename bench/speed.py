@@ -9,19 +9,19 @@ size), achieved FLOP/s (3x the forward multiply-adds x 2 per image), the fractio
 peak measured here for that precision, and the speed-up over plain fit. Synthetic images: speed
 does not depend on pixel values.
 """
+
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 
 import numpy as np
 
 from classic_cnns.analysis.diagnose import notebook_config
+from classic_cnns.data.datasets import REGISTRY
 from classic_cnns.params import Model, load_params
 
-from classic_cnns.data.datasets import REGISTRY
 
 def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of an n x n matmul in `dtype` through the active Keras backend (best of repeats)."""
@@ -36,7 +36,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
         product = keras.ops.matmul(a, b)
         keras.ops.convert_to_numpy(keras.ops.cast(product[0, 0], "float32"))  # wait for it, copy one number
         best = min(best, time.perf_counter() - started)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def train_flops_per_image(model) -> float:
@@ -53,7 +53,7 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
     meta = {"shape": list(shape), "mean": [100.0] * shape[-1], "std": [60.0] * shape[-1], "classes": list(range(10))}
     rng = np.random.default_rng(0)
     x, labels = rng.integers(0, 256, (images, *shape), dtype=np.uint8), rng.integers(0, 10, images)
-    training = Training("speed", dataclasses.replace(cfg, epochs=epochs + 1), 0, meta, x, labels, checks=False)
+    training = Training("speed", cfg.replace(epochs=epochs + 1), 0, meta, x, labels, checks=False)
     model = training.run(progress_bar=False)
     return images / min(training.progress.history["epoch_seconds"][1:]), train_flops_per_image(model)
 
@@ -61,33 +61,44 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["lenet5", "alexnet"])
-    parser.add_argument("--images", type=int, default=0,
-                        help="images per timed epoch (default: 55000 for lenet5, a full epoch; 3200 for alexnet)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        help="images per timed epoch (default: 55000 for lenet5, a full epoch; 3200 for alexnet)",
+    )
     args = parser.parse_args()
     params = load_params()
     peaks = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
-    print(f"matmul peak measured here: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
-          f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
+    print(
+        f"matmul peak measured here: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
+        f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s"
+    )
     rows = []
     for name in args.models:
         cfg = params.model(name)
         images = args.images or (55_000 if cfg.architecture == "lenet5" else 3_200)
         plain = notebook_config(params.diagnose.notebook, cfg)
-        modes = {"plain fit (notebook)": plain,
-                 "pipeline recipe": dataclasses.replace(cfg, schedule="constant", warmup_epochs=0)}
+        modes = {"plain fit (notebook)": plain, "pipeline recipe": cfg.replace(schedule="constant", warmup_epochs=0)}
         baseline = None
         for mode, mode_cfg in modes.items():
             rate, flops = measure(mode_cfg, cfg.dataset, images)
             baseline = baseline or rate
             peak = peaks["bfloat16" if mode_cfg.mixed_precision else "float32"]
-            rows.append({
-                "model": name, "mode": mode,
-                "batch": mode_cfg.batch_size, "steps/exec": mode_cfg.steps_per_execution,
-                "precision": "bf16" if mode_cfg.mixed_precision else "fp32",
-                "images/s": round(rate), "epoch s": round((REGISTRY[cfg.dataset].train_images - params.prepare.val_size) / rate, 1),
-                "GFLOP/s": round(rate * flops / 1e9, 1), "of peak": f"{100 * rate * flops / peak:.0f}%",
-                "vs plain": f"{rate / baseline:.2f}x",
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "mode": mode,
+                    "batch": mode_cfg.batch_size,
+                    "steps/exec": mode_cfg.steps_per_execution,
+                    "precision": "bf16" if mode_cfg.mixed_precision else "fp32",
+                    "images/s": round(rate),
+                    "epoch s": round((REGISTRY[cfg.dataset].train_images - params.prepare.val_size) / rate, 1),
+                    "GFLOP/s": round(rate * flops / 1e9, 1),
+                    "of peak": f"{100 * rate * flops / peak:.0f}%",
+                    "vs plain": f"{rate / baseline:.2f}x",
+                }
+            )
     import pandas as pd
 
     print(pd.DataFrame(rows).to_string(index=False))

@@ -1,12 +1,19 @@
-"""The library behind the pipeline's stages (stages/), one module per concept:
+"""The library behind the pipeline's stages (stages/), one subpackage per part of the pipeline:
 
-params (params.yaml -> validated Params), datasets (the registry), formats (file readers),
-download, data (prepared splits), models (the architectures), recipe (optimizer, schedule,
-compiled model), backend (what differs between Keras backends), augment and tta (training and test-time views), loop (the one training loop),
-health (training checks), checkpoint, evaluation (metrics), tracking (MLflow), environment,
-diagnostics, grid and claims (the claims grid), report, questions, architectures, describe,
-figures and render (the reports).
+- data: the dataset registry, the published file formats, downloading, the prepared splits;
+- model: the networks (LeNet-5, AlexNet) and the recipe that compiles them;
+- training: one way to run a training (session), its loop, augmentation, checkpoints, health checks,
+  devices, and what a training leaves (results);
+- evaluation: scores, test-time views, and what an evaluation leaves;
+- tracking: MLflow's store, a run's life, per-epoch logging, the model registry;
+- analysis: the diagnosis of the notebook's AlexNet, the claims grid and its statistics;
+- reporting: the report's content, prose, figures and rendering.
+
+At the top: params (params.yaml -> validated Params) and paramtrace, paths (every file location),
+errors, outputs (atomic writes), costs, backend (what differs between Keras backends), environment,
+framework_logs and verify.
 """
+
 import os
 
 from classic_cnns import framework_logs

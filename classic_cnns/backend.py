@@ -9,6 +9,7 @@ stage records it, with the determinism settings below, in MLflow (classic_cnns/e
 - `steps_per_execution`: Keras supports only 1 on PyTorch; a larger value is lowered with a note.
 - Gradients (diagnose's gradient norms): each backend's own autodiff.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ def determinism() -> dict[str, str]:
     if backend == "jax":
         return {"determinism": os.environ.get("XLA_FLAGS", "")}
     if backend == "torch":
-        return {"determinism": f"torch.use_deterministic_algorithms(warn_only); CUBLAS_WORKSPACE_CONFIG="
-                               f"{os.environ.get('CUBLAS_WORKSPACE_CONFIG', '')}"}
+        return {
+            "determinism": f"torch.use_deterministic_algorithms(warn_only); CUBLAS_WORKSPACE_CONFIG="
+            f"{os.environ.get('CUBLAS_WORKSPACE_CONFIG', '')}"
+        }
     return {"determinism": "tf.config.experimental.enable_op_determinism"}
 
 
@@ -63,8 +66,9 @@ def steps_per_execution(asked: int) -> int:
     """`asked`, or what the backend supports (printing why, once)."""
     if name() == "torch" and asked > 1:
         if "spe" not in _noted:
-            print(f"note: steps_per_execution {asked} -> 1: Keras's PyTorch backend runs one batch per call",
-                  flush=True)
+            print(
+                f"note: steps_per_execution {asked} -> 1: Keras's PyTorch backend runs one batch per call", flush=True
+            )
             _noted.add("spe")
         return 1
     return asked
@@ -83,8 +87,10 @@ def kernel_gradient_norms(model, x, y) -> dict[str, float]:
         with tf.GradientTape() as tape:
             loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
         grads = tape.gradient(loss, [k.value for k in kernels.values()])
-        return {layer: float(tf.norm(tf.cast(g, tf.float32))) if g is not None else 0.0
-                for layer, g in zip(kernels, grads)}
+        return {
+            layer: float(tf.norm(tf.cast(g, tf.float32))) if g is not None else 0.0
+            for layer, g in zip(kernels, grads, strict=False)
+        }
     if backend == "jax":
         import jax
 
@@ -95,7 +101,7 @@ def kernel_gradient_norms(model, x, y) -> dict[str, float]:
         def loss(values):
             return model.compute_loss_and_updates(values, fixed, metrics, x, y, None, training=False)[0]
 
-        by_path = dict(zip((v.path for v in model.trainable_variables), jax.grad(loss)(trainable)))
+        by_path = dict(zip((v.path for v in model.trainable_variables), jax.grad(loss)(trainable), strict=False))
         grads = [by_path.get(k.path) for k in kernels.values()]
     elif backend == "torch":
         import torch
@@ -105,5 +111,7 @@ def kernel_gradient_norms(model, x, y) -> dict[str, float]:
         grads = [None if g is None else g.detach().cpu().float() for g in grads]
     else:
         return {}
-    return {layer: float(np.linalg.norm(keras.ops.convert_to_numpy(keras.ops.cast(g, "float32"))))
-            if g is not None else 0.0 for layer, g in zip(kernels, grads)}
+    return {
+        layer: float(np.linalg.norm(keras.ops.convert_to_numpy(keras.ops.cast(g, "float32")))) if g is not None else 0.0
+        for layer, g in zip(kernels, grads, strict=False)
+    }

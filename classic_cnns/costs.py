@@ -5,9 +5,11 @@ declared in dvc.yaml), so that DVC's hashes hold only what the code, params and 
 rerun on another machine that computes the same numbers leaves `dvc status` clean. The report
 reads these files for its cost figures; they are also logged to the stage's MLflow run.
 """
+
 from __future__ import annotations
 
 import json
+
 from classic_cnns import outputs
 from classic_cnns.paths import cost_record as path
 

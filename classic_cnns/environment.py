@@ -1,4 +1,5 @@
 """What a run ran on: package versions, Python, CPU model and the accelerator the backend sees."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -63,8 +64,15 @@ def describe() -> dict[str, str]:
     import keras
 
     env = {f"version.{k}": v for k, v in package_versions().items()}
-    env.update({"python": platform.python_version(), "platform": platform.platform(),
-                "cpu": cpu_model(), "device": device(), "keras_backend": keras.backend.backend()})
+    env.update(
+        {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu": cpu_model(),
+            "device": device(),
+            "keras_backend": keras.backend.backend(),
+        }
+    )
     from classic_cnns.backend import determinism
 
     env.update(determinism())

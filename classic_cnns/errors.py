@@ -1,5 +1,6 @@
 """Failures a user can fix, and how a stage reports any failure: one line on stderr (what, where,
 the fix) and a non-zero exit status. The traceback is printed too with CLASSIC_CNNS_TRACEBACK=1."""
+
 from __future__ import annotations
 
 import errno
@@ -7,8 +8,8 @@ import os
 import shutil
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TRACEBACK_ENV = "CLASSIC_CNNS_TRACEBACK"
 
@@ -41,8 +42,10 @@ class DiskFull(UserError):
     def __init__(self, folder: Path, needed: int | None = None, what: str = ""):
         free = free_bytes(folder)
         need = f"needs {megabytes(needed)}, " if needed is not None else ""
-        super().__init__(f"disk full: {what or 'writing'} in {folder} {need}{megabytes(free)} free there; "
-                         "free some space (or point the project at a bigger disk) and rerun")
+        super().__init__(
+            f"disk full: {what or 'writing'} in {folder} {need}{megabytes(free)} free there; "
+            "free some space (or point the project at a bigger disk) and rerun"
+        )
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -62,8 +65,10 @@ def one_line(exc: BaseException) -> str:
         where = Path(exc.filename).parent if getattr(exc, "filename", None) else Path.cwd()
         text = str(DiskFull(where))
     else:
-        text = (f"{type(exc).__name__}: {exc} (unexpected: please report it; rerun with {TRACEBACK_ENV}=1 "
-                "for the traceback)")
+        text = (
+            f"{type(exc).__name__}: {exc} (unexpected: please report it; rerun with {TRACEBACK_ENV}=1 "
+            "for the traceback)"
+        )
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
@@ -75,7 +80,7 @@ def run_stage(main: Callable[[list[str]], int], argv: list[str] | None = None) -
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C); rerun the stage to continue", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - every failure ends as one line and a status
+    except Exception as exc:  # every failure ends as one line and a status
         if os.environ.get(TRACEBACK_ENV):
             traceback.print_exc(file=sys.stderr)
         print(f"error: {one_line(exc)}", file=sys.stderr)

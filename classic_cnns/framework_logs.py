@@ -14,6 +14,7 @@ asks for (the library sets 3: fatal only; 0 shows everything), each with the lin
 it. Every other line (Python warnings, anything else) passes unchanged, and if the import fails,
 all of it does.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,15 +1,16 @@
 """Writing a stage's files so that no failure (a kill, a full disk, an exception) leaves one
 half-written: each is written to a temporary name beside it and renamed into place when complete.
 A Keras model file is also made byte-stable: the same weights give the same bytes (and DVC hash)."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from classic_cnns.errors import DiskFull, is_disk_full
 
@@ -55,8 +56,10 @@ def _renumbered(config, ids: dict[int, int]):
     """The config with each `shared_object_id` (a Python id(), which differs per process) replaced
     by its order of first appearance; Keras only matches them up on loading."""
     if isinstance(config, dict):
-        return {k: ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumbered(v, ids)
-                for k, v in config.items()}
+        return {
+            k: ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumbered(v, ids)
+            for k, v in config.items()
+        }
     if isinstance(config, list):
         return [_renumbered(v, ids) for v in config]
     return config
@@ -83,8 +86,5 @@ def save_keras_model(model, path: Path | str) -> str:
 
 
 def sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

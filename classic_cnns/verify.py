@@ -23,6 +23,7 @@ different. Each output gets one verdict:
   (`dvc pull`, then verify again).
 Exit 1 when anything is different or missing, else 0.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,7 +86,7 @@ class Committed:
         listed = self.git("ls-tree", "-r", "--name-only", self.rev, "--", path)
         names = listed.stdout.decode().split() if listed.returncode == 0 else []
         if names:
-            return {name[len(path) + 1:]: self.git("show", f"{self.rev}:{name}").stdout for name in names}
+            return {name[len(path) + 1 :]: self.git("show", f"{self.rev}:{name}").stdout for name in names}
         manifest = self.cached(digest)
         if manifest is None:
             return None
@@ -123,7 +124,7 @@ def json_deviation(a, b) -> float | None:
     if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
         parts = [json_deviation(a[k], b[k]) for k in a]
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        parts = [json_deviation(x, y) for x, y in zip(a, b)]
+        parts = [json_deviation(x, y) for x, y in zip(a, b, strict=False)]
     else:
         return None
     return None if None in parts else max(parts, default=0.0)
@@ -134,10 +135,10 @@ def csv_deviation(a: bytes, b: bytes) -> float | None:
     import csv
 
     rows_a, rows_b = (list(csv.reader(io.StringIO(x.decode()))) for x in (a, b))
-    if len(rows_a) != len(rows_b) or any(len(r) != len(s) for r, s in zip(rows_a, rows_b)):
+    if len(rows_a) != len(rows_b) or any(len(r) != len(s) for r, s in zip(rows_a, rows_b, strict=False)):
         return None
     worst = 0.0
-    for x, y in zip((c for r in rows_a for c in r), (c for r in rows_b for c in r)):
+    for x, y in zip((c for r in rows_a for c in r), (c for r in rows_b for c in r), strict=False):
         if x != y:
             try:
                 worst = max(worst, relative(float(x), float(y)))
@@ -203,16 +204,22 @@ def seed_spread(model: str, variants: dict[str, dict], results_dir: Path) -> flo
     `model` unchanged (a variant `{base: <model>}`), None where there are fewer than two. The grid
     trains at a smaller budget than the pipeline, so this spread is a generous tolerance."""
     unchanged = [v for v, spec in variants.items() if spec == {"base": model}]
-    values = [json.loads(p.read_text())["test_accuracy"] for v in unchanged
-              for p in sorted(results_dir.glob(f"{v}-seed*.json"))]
+    values = [
+        json.loads(p.read_text())["test_accuracy"]
+        for v in unchanged
+        for p in sorted(results_dir.glob(f"{v}-seed*.json"))
+    ]
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
 def compare_metrics(committed: dict, rerun: dict, spread: float | None) -> tuple[str, str]:
     diff = rerun.get("test_accuracy", float("nan")) - committed.get("test_accuracy", float("nan"))
-    detail = (f"test accuracy {committed.get('test_accuracy')} -> {rerun.get('test_accuracy')} "
-              f"({100 * diff:+.2f} points"
-              + (f"; seed spread {100 * spread:.2f}" if spread is not None else "; no seed spread recorded") + ")")
+    detail = (
+        f"test accuracy {committed.get('test_accuracy')} -> {rerun.get('test_accuracy')} "
+        f"({100 * diff:+.2f} points"
+        + (f"; seed spread {100 * spread:.2f}" if spread is not None else "; no seed spread recorded")
+        + ")"
+    )
     if spread is not None and abs(diff) <= 2 * spread:
         return WITHIN, detail
     return DIFFERENT, detail
@@ -222,8 +229,11 @@ def compare_metrics(committed: dict, rerun: dict, spread: float | None) -> tuple
 def output_hashes(lock_text: str) -> dict[str, tuple[str, str]]:
     """{output path: (stage, md5)} of a dvc.lock."""
     lock = yaml.safe_load(lock_text) or {}
-    return {out["path"]: (stage, out.get("md5", "")) for stage, entry in (lock.get("stages") or {}).items()
-            for out in entry.get("outs", [])}
+    return {
+        out["path"]: (stage, out.get("md5", ""))
+        for stage, entry in (lock.get("stages") or {}).items()
+        for out in entry.get("outs", [])
+    }
 
 
 def compare(path: str, digest: str, committed: Committed, spread) -> tuple[str, str]:
@@ -258,9 +268,14 @@ def verify(rev: str = "HEAD", root: Path = Path(".")) -> list[tuple[str, str, st
     if shown.returncode != 0:
         raise subprocess.CalledProcessError(shown.returncode, "git show", stderr=shown.stderr.decode())
     variants = (yaml.safe_load((root / "params.yaml").read_text()).get("ablations") or {}).get("variants", {})
-    spread = lambda model: seed_spread(model, variants, root / "ablations/results")  # noqa: E731 (a short closure)
-    return [(stage, path, *compare(path, digest, committed, spread))
-            for path, (stage, digest) in output_hashes(shown.stdout.decode()).items()]
+
+    def spread(model):
+        return seed_spread(model, variants, root / "ablations/results")
+
+    return [
+        (stage, path, *compare(path, digest, committed, spread))
+        for path, (stage, digest) in output_hashes(shown.stdout.decode()).items()
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -273,8 +288,10 @@ def main(argv: list[str]) -> int:
     width = max(len(path) for _, path, _, _ in rows)
     for stage, path, verdict, detail in rows:
         print(f"{path:<{width}}  {verdict}" + (f": {detail}" if detail else "") + f"  [{stage}]")
-    print(f"(rounding: numbers in CSV/JSON within a relative {RTOL:g}; model weights within {WEIGHT_RTOL:g} of "
-          "their tensor's largest magnitude)")
+    print(
+        f"(rounding: numbers in CSV/JSON within a relative {RTOL:g}; model weights within {WEIGHT_RTOL:g} of "
+        "their tensor's largest magnitude)"
+    )
     return 1 if any(verdict in (DIFFERENT, MISSING) for _, _, verdict, _ in rows) else 0
 
 

@@ -7,14 +7,15 @@ The variant's recipe is its base `models` entry with the variant's changes and t
 Writes ablations/results/<variant>-seed<seed>.json: per-epoch history and the measures the claims
 compare (classic_cnns/analysis/grid.py). Logged to MLflow as a child of the grid's parent run.
 """
+
 from __future__ import annotations
 
 import sys
 
 from classic_cnns.analysis import grid
-from classic_cnns.tracking import runs
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit, stage_args
+from classic_cnns.tracking import runs
 
 
 def main(argv: list[str]) -> int:

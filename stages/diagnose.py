@@ -7,6 +7,7 @@ weights: once with its recipe from params.yaml, once with the notebook's setting
 (`diagnose.notebook`), measuring every `diagnose.every` steps (classic_cnns/analysis/diagnose.py).
 Writes reports/diagnostics/steps.csv, layers.csv and summary.json.
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,11 +15,10 @@ import sys
 import pandas as pd
 
 from classic_cnns import outputs, paths
-from classic_cnns.data.prepared import load_split
 from classic_cnns.analysis.diagnose import notebook_config, replay, summarise
+from classic_cnns.data.prepared import load_split
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
-
 
 
 def main(argv: list[str]) -> int:
@@ -26,8 +26,10 @@ def main(argv: list[str]) -> int:
     diagnose = params.diagnose
     name = diagnose.model
     if name not in params.models:
-        print(f"error: params.yaml: 'diagnose.model' is '{name}', not one of models: {', '.join(params.models)}",
-              file=sys.stderr)
+        print(
+            f"error: params.yaml: 'diagnose.model' is '{name}', not one of models: {', '.join(params.models)}",
+            file=sys.stderr,
+        )
         return 2
     cfg = params.model(name)
     arrays, meta = load_split(cfg.dataset)

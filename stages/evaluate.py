@@ -7,6 +7,7 @@ of each image. Writes reports/<name>/metrics.json and the rest (classic_cnns/eva
 adds them to the MLflow run that trained the model (found by the model file's sha256) and registers
 a new version of the model; a full-quality run's version becomes the `champion`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -39,22 +40,34 @@ def evaluate(params, name: str) -> dict:
     probs = predict(model, x_test, views, batch, centre=single)
     metrics, *tables = scores.score(probs, y_test, meta["classes"])
     metrics["test_accuracy_single_view"] = scores.accuracy_and_loss(single, y_test)["accuracy"]
-    details = {"test_images": int(len(y_test)), "test_views": len(views), "inference_batch_size": batch,
-               "model_size_mb": round(model_file.stat().st_size / 1e6, 2)}
-    cost = {"inference_images_per_second": round(images_per_second, 1),
-            "latency_ms_per_image": round(scores.latency_ms(model, x_test), 3), "device": environment.device(),
-            "keras_backend": keras.backend.backend(),
-            **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()}}
+    details = {
+        "test_images": int(len(y_test)),
+        "test_views": len(views),
+        "inference_batch_size": batch,
+        "model_size_mb": round(model_file.stat().st_size / 1e6, 2),
+    }
+    cost = {
+        "inference_images_per_second": round(images_per_second, 1),
+        "latency_ms_per_image": round(scores.latency_ms(model, x_test), 3),
+        "device": environment.device(),
+        "keras_backend": keras.backend.backend(),
+        **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()},
+    }
     results.write_outputs(name, metrics, details, cost, tables, y_test, probs, meta["classes"])
 
     with store.failures_named(store.tracking_uri(), "logging the evaluation"):
         run_id = registry.run_of_model_file(params.mlflow.experiment, name, cfg, meta, model, model_file)
         results.log_to_run(run_id, name, metrics, details, cost)
         registry.register(f"{name}-{cfg.dataset}", run_id, metrics["test_accuracy"], registry.is_full_quality(meta))
-    averaged = (f" ({len(views)} views averaged; single view {metrics['test_accuracy_single_view']:.4f})"
-                if len(views) > 1 else "")
-    print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}{averaged}, loss {metrics['test_loss']:.4f} on "
-          f"{len(y_test)} images; {images_per_second:.0f} images/s")
+    averaged = (
+        f" ({len(views)} views averaged; single view {metrics['test_accuracy_single_view']:.4f})"
+        if len(views) > 1
+        else ""
+    )
+    print(
+        f"{name}: test accuracy {metrics['test_accuracy']:.4f}{averaged}, loss {metrics['test_loss']:.4f} on "
+        f"{len(y_test)} images; {images_per_second:.0f} images/s"
+    )
     return metrics
 
 

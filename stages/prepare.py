@@ -7,6 +7,7 @@ and data/prepared/<dataset>.json (title, class names, shapes, class counts, norm
 statistics from the training split only, the provenance of the raw files). Images are checked
 against the dataset's declared shape and padded only where it declares a border (MNIST: 28 -> 32).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,20 +31,24 @@ def main(argv: list[str]) -> int:
         provenance = json.loads((raw / "provenance.json").read_text())
         arrays = split(ds, datasets.read_raw(ds, raw), params.seed, cfg.val_size, cfg.train_limit, cfg.test_limit)
     except FileNotFoundError as exc:
-        print(f"error: prepare {name}: {exc.filename} is missing: run `dvc repro download@{name}` first", file=sys.stderr)
+        print(
+            f"error: prepare {name}: {exc.filename} is missing: run `dvc repro download@{name}` first", file=sys.stderr
+        )
         return 1
     except ValueError as exc:
         print(f"error: prepare {name}: {exc}", file=sys.stderr)
         return 1
     info = {**summary(ds, arrays, provenance), "subset": bool(cfg.train_limit or cfg.test_limit)}
-    needed = sum(a.nbytes for a in arrays.values()) + 2 ** 20  # np.savez stores them uncompressed
+    needed = sum(a.nbytes for a in arrays.values()) + 2**20  # np.savez stores them uncompressed
     npz_file, json_file = paths.prepared(name)
     check_free_space(paths.PREPARED, needed, f"writing {name}.npz")
     with outputs.atomic(npz_file) as npz:
         np.savez(npz, **arrays)
     outputs.write_json(json_file, info)
-    print(f"{name}: train {info['sizes']['train']}, val {info['sizes']['val']}, "
-          f"test {info['sizes']['test']} images of {tuple(info['shape'])}")
+    print(
+        f"{name}: train {info['sizes']['train']}, val {info['sizes']['val']}, "
+        f"test {info['sizes']['test']} images of {tuple(info['shape'])}"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@ reports/report.html, built only from the files the other stages wrote (classic_c
 
     python -m stages.report
 """
+
 from __future__ import annotations
 
 import sys
@@ -10,12 +11,12 @@ import sys
 import mlflow
 
 from classic_cnns import outputs
-from classic_cnns.reporting import render
-from classic_cnns.tracking import registry, runs, store
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.paths import DIAGNOSTICS, FIGURES, REPORTS, model_file
+from classic_cnns.reporting import render
 from classic_cnns.reporting.report import build_blocks, load_results
+from classic_cnns.tracking import registry, runs, store
 
 
 def main(argv: list[str]) -> int:
@@ -27,8 +28,9 @@ def main(argv: list[str]) -> int:
         return 1
     blocks = build_blocks(results, DIAGNOSTICS)
     md, page = REPORTS / "report.md", REPORTS / "report.html"
-    outputs.write_text(md, render.to_markdown(blocks, REPORTS))
-    outputs.write_text(page, render.to_html(blocks, "LeNet-5 and AlexNet report"))
+    text = render.to_markdown(blocks, REPORTS)
+    outputs.write_text(md, text)
+    outputs.write_text(page, render.to_html(text, "LeNet-5 and AlexNet report", REPORTS))
 
     store.use_store(params.mlflow.experiment)
     with store.failures_named(store.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):

@@ -13,9 +13,9 @@ the missing epochs and writes the outputs without training again. A non-finite l
 stuck at ln(classes) with chance accuracy, stops the stage with a message, marks the MLflow run
 FAILED and writes no outputs.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import keras
@@ -30,8 +30,10 @@ from classic_cnns.training import distribute, results
 from classic_cnns.training.checkpoint import Checkpoint, EveryEpoch, fingerprint
 from classic_cnns.training.session import Training
 
-KEPT = ("; the trained model is kept in {}/: rerun when the store answers, which logs what is missing and "
-        "writes the outputs without training again")
+KEPT = (
+    "; the trained model is kept in {}/: rerun when the store answers, which logs what is missing and "
+    "writes the outputs without training again"
+)
 
 
 def train(params, name: str) -> dict | None:
@@ -40,40 +42,54 @@ def train(params, name: str) -> dict | None:
     if placement.chief:
         store.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
     arrays, meta = load_split(cfg.dataset)
-    training = Training(name, cfg, params.seed, meta, arrays["x_train"], arrays["y_train"],
-                        (arrays["x_val"], arrays["y_val"]), params.health)
+    training = Training(
+        name,
+        cfg,
+        params.seed,
+        meta,
+        arrays["x_train"],
+        arrays["y_train"],
+        (arrays["x_val"], arrays["y_val"]),
+        params.health,
+    )
     if not placement.chief:  # feeds its share of every batch; the first process writes and logs
         print(f"{name}: process {placement.index + 1} of {placement.processes}, {placement.devices} devices in all")
         training.run(placement=placement)
         return None
-    ckpt = Checkpoint(paths.CHECKPOINTS / name, fingerprint(dataclasses.asdict(cfg), params.seed, meta))
+    ckpt = Checkpoint(paths.CHECKPOINTS / name, fingerprint(cfg.asdict(), params.seed, meta))
     if placement.processes > 1:  # the other processes start at epoch 1 too
         ckpt.clear()
     state = training.resume(ckpt)
-    print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(training.x)} training images, "
-          f"{training.model.count_params():,} parameters; training on {placement.describe(environment.device())} "
-          f"({keras.backend.backend()} backend)" + (f"; resuming after epoch {state['epoch']}" if state else ""),
-          flush=True)
+    print(
+        f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(training.x)} training images, "
+        f"{training.model.count_params():,} parameters; training on {placement.describe(environment.device())} "
+        f"({keras.backend.backend()} backend)" + (f"; resuming after epoch {state['epoch']}" if state else ""),
+        flush=True,
+    )
     logged = {"seed": params.seed, **flatten(cfg, "model"), "model.name": name, **flatten(params.health, "health")}
     kept = KEPT.format(ckpt.folder)
     try:
         with runs.training_run(name, cfg, meta, logged, state.get("run_id"), kept) as (run, logged_epochs):
             logger = EpochLogger(name, training.progress, run.info.run_id, logged_epochs)
-            every_epoch = EveryEpoch(ckpt, training.progress, training.best, {"run_id": run.info.run_id},
-                                     state.get("best_state"))
+            every_epoch = EveryEpoch(
+                ckpt, training.progress, training.best, {"run_id": run.info.run_id}, state.get("best_state")
+            )
             model = training.run([logger], [every_epoch], placement)
             if placement.processes > 1:
                 model = distribute.to_one_device(model, training.build)
             with store.failures_named(store.tracking_uri(), "logging the trained model", after=kept):
                 logger.flush()
-                summary = results.write_outputs(name, model, training.progress, training.best, len(training.x),
-                                                placement)
+                summary = results.write_outputs(
+                    name, model, training.progress, training.best, len(training.x), placement
+                )
     except TrainingFailed:
         ckpt.clear()
         raise
     ckpt.clear()
-    print(f"{name}: trained {summary['epochs']} epochs in {summary['train_seconds']:.1f} s; val accuracy "
-          f"{summary['final_val_accuracy']:.4f}; MLflow run {run.info.run_id}")
+    print(
+        f"{name}: trained {summary['epochs']} epochs in {summary['train_seconds']:.1f} s; val accuracy "
+        f"{summary['final_val_accuracy']:.4f}; MLflow run {run.info.run_id}"
+    )
     return summary
 
 

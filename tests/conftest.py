@@ -1,5 +1,6 @@
 """Shared fixtures: tiny datasets in the official formats, served over loopback http, and a
 throw-away copy of the project to run the real stages and `dvc` in."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,19 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "classic_cnns", "bench", "dvc.yaml", "ablations/dvc.yaml", "ablations/parallel.sh", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore"]
+PROJECT_FILES = [
+    "stages",
+    "classic_cnns",
+    "bench",
+    "dvc.yaml",
+    "ablations/dvc.yaml",
+    "ablations/parallel.sh",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/plots",
+    ".dvcignore",
+    ".gitignore",
+]
 
 
 def _images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -71,8 +84,14 @@ def cifar_archive(per_batch: int = 40, n_test: int = 80, seed: int = 1) -> bytes
         for name, n in batches:
             labels = rng.permutation(np.arange(n) % 10)
             images = _images(rng, labels, (32, 32, 3)).transpose(0, 3, 1, 2).reshape(n, -1)
-            payload = pickle.dumps({b"batch_label": name.encode(), b"labels": labels.tolist(),
-                                    b"data": images, b"filenames": [b"x.png"] * n})
+            payload = pickle.dumps(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels.tolist(),
+                    b"data": images,
+                    b"filenames": [b"x.png"] * n,
+                }
+            )
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
@@ -104,11 +123,17 @@ def s3_server(tmp_path, monkeypatch):
     import boto3
 
     port = free_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "team", "AWS_SECRET_ACCESS_KEY": "team-secret",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "team",
+        "AWS_SECRET_ACCESS_KEY": "team-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -130,6 +155,7 @@ class _HoldingProxy(http.server.BaseHTTPRequestHandler):
     object through (a PUT of a whole object, or the POST that completes a multipart upload; the
     parts of a multipart upload always pass), and holds every later one unanswered (sets
     `server.held`) until `server.release` is set, then drops the connection."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
@@ -201,12 +227,19 @@ def team_server(s3_server, monkeypatch):
     folder = Path(tempfile.mkdtemp(prefix="team-"))
     folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     port = free_port()
-    env = {"TEAM_DIR": str(folder), "TEAM_DB_PASSWORD": "team-db-secret", "TEAM_DB_PORT": str(free_port()),
-           "MLFLOW_PORT": str(port), "MLFLOW_S3_ENDPOINT_URL": s3_server,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        "TEAM_DIR": str(folder),
+        "TEAM_DB_PASSWORD": "team-db-secret",
+        "TEAM_DB_PORT": str(free_port()),
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_S3_ENDPOINT_URL": s3_server,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     script = str(ROOT / "team/server.sh")
     try:
-        started = subprocess.run([script, "start"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        started = subprocess.run(
+            [script, "start"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+        )
         assert started.returncode == 0, started.stdout + started.stderr
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -256,8 +289,13 @@ def write_spec(path: Path, sums: dict, urls: list[str] | None = None) -> Path:
 TINY_PARAMS = {
     "prepare": {"val_size": 40, "train_limit": 0, "test_limit": 0},
     "evaluate": {"batch_size": 64, "test_time_augmentation": {"lenet5": False, "alexnet": True}},
-    "diagnose": {"model": "alexnet", "steps": 4, "every": 2, "probe_images": 16,
-                 "notebook": {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "input_scaling": "unit"}},
+    "diagnose": {
+        "model": "alexnet",
+        "steps": 4,
+        "every": 2,
+        "probe_images": 16,
+        "notebook": {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "input_scaling": "unit"},
+    },
 }
 
 
@@ -272,8 +310,10 @@ def project_env(tmp_path_factory, fixture_data) -> dict[str, str]:
         "CLASSIC_CNN_DATASET_SPEC": str(write_spec(tmp_path_factory.mktemp("spec") / "spec.json", sums)),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "true",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
     }
     server.shutdown()
     server.server_close()
@@ -290,6 +330,7 @@ def copy_project(src: Path, dst: Path) -> Path:
     """A copy of a test project. DVC's cache, data/ and models/ are hard-linked (the stages and DVC
     replace those files, never write into them); everything else, mlflow.db and the .gitignore files
     DVC appends to included, is copied."""
+
     def link_or_copy(a, b):
         rel = Path(a).relative_to(src).parts
         if (rel[0] in ("data", "models") or rel[:2] == (".dvc", "cache")) and rel[-1] != ".gitignore":
@@ -343,8 +384,13 @@ def make_template(root: Path) -> None:
         # float32: bfloat16 is emulated, ~20x slower, on CPUs without it (test_recipe_knobs_train covers it)
         model.update(epochs=1, batch_size=32, mixed_precision=False)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "fixture"], root, env=env)
@@ -425,8 +471,9 @@ def pipeline_copy(tmp_path, pipeline_template, project_env, monkeypatch) -> Path
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, **env} if env else None)
+    result = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **env} if env else None
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -464,7 +511,9 @@ def small_disk(tmp_path):
     CI and the project's containers have."""
     folder = tmp_path / "small"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     yield folder
@@ -474,8 +523,11 @@ def small_disk(tmp_path):
 PROJECT_FIXTURES = {"project", "prepared_project", "pipeline", "pipeline_copy", "team_server", "s3_server"}
 
 
-LONGEST_FIRST = ("test_the_pipeline_on_jax_against_the_team_server", "test_a_tiny_grid_runs_end_to_end",
-                 "test_queued_experiments_run_at_once_against_the_team_server")
+LONGEST_FIRST = (
+    "test_the_pipeline_on_jax_against_the_team_server",
+    "test_a_tiny_grid_runs_end_to_end",
+    "test_queued_experiments_run_at_once_against_the_team_server",
+)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,6 @@
 """Issue 5: the claims grid expands as params.yaml says, the claims table gives the right verdicts
 and intervals on synthetic results, and a tiny grid runs end to end through `dvc repro`."""
+
 import json
 import math
 import re
@@ -14,8 +15,7 @@ from scipy import stats
 
 from classic_cnns.analysis.claims import CLAIMS, claims_table, contrast_interval, verdict
 from classic_cnns.model.networks import build
-from classic_cnns.params import ParamsError, load_params
-from classic_cnns.params import TRACE_ENV
+from classic_cnns.params import TRACE_ENV, ParamsError, load_params
 from tests.conftest import ROOT, assert_stages_declare_what_they_read, run
 
 
@@ -36,18 +36,23 @@ def test_variants_change_only_what_they_say():
     params = load_params(ROOT / "params.yaml")
     base, tanh = params.model("alexnet"), params.ablations.model(params, "alexnet-tanh")
     assert tanh.activation == "tanh" and tanh.epochs == params.ablations.epochs
-    assert {k for k in base.__dataclass_fields__ if getattr(base, k) != getattr(tanh, k)} <= {
-        "activation", "epochs"}
+    assert {k for k in type(base).model_fields if getattr(base, k) != getattr(tanh, k)} <= {"activation", "epochs"}
 
 
-@pytest.mark.parametrize("variant, key, words", [
-    ({"base": "vgg"}, "ablations.variants.bad.base", "must name an entry of 'models'"),
-    ({"base": "lenet5", "activaton": "relu"}, "ablations.variants.bad.activaton", "not a known key"),
-    ({"base": "lenet5", "pooling": "min"}, "ablations.variants.bad.pooling", "one of"),
-    ({"base": "lenet5", "epochs": 30}, "ablations.variants.bad.epochs", "budget"),
-    ({"base": "alexnet", "test_time_augmentation": True}, "ablations.variants.bad.test_time_augmentation",
-     "not a known key"),
-])
+@pytest.mark.parametrize(
+    "variant, key, words",
+    [
+        ({"base": "vgg"}, "ablations.variants.bad.base", "must name an entry of 'models'"),
+        ({"base": "lenet5", "activaton": "relu"}, "ablations.variants.bad.activaton", "not a known key"),
+        ({"base": "lenet5", "pooling": "min"}, "ablations.variants.bad.pooling", "one of"),
+        ({"base": "lenet5", "epochs": 30}, "ablations.variants.bad.epochs", "budget"),
+        (
+            {"base": "alexnet", "test_time_augmentation": True},
+            "ablations.variants.bad.test_time_augmentation",
+            "not a known key",
+        ),
+    ],
+)
 def test_a_bad_variant_is_named_before_any_work(tmp_path, variant, key, words):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["ablations"]["variants"]["bad"] = variant
@@ -64,8 +69,8 @@ def test_model_options_change_the_built_layers():
     assert relu_max.get_layer("C1").output.shape[1:] == (30, 30, 6)
     plain = build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3)
     no_dropout = build("alexnet", (32, 32, 3), [0.0] * 3, [1.0] * 3, dropout=0.0)
-    assert [l.name for l in plain.layers if "Dropout" in type(l).__name__] == ["drop6", "drop7"]
-    assert not [l for l in no_dropout.layers if "Dropout" in type(l).__name__]
+    assert [layer.name for layer in plain.layers if "Dropout" in type(layer).__name__] == ["drop6", "drop7"]
+    assert not [layer for layer in no_dropout.layers if "Dropout" in type(layer).__name__]
     assert plain.count_params() == no_dropout.count_params()
 
 
@@ -73,8 +78,16 @@ def synthetic(values: dict[str, list[float]], measure: str = "test_accuracy") ->
     rows = []
     for variant, xs in values.items():
         for seed, x in enumerate(xs, 1):
-            rows.append({"variant": variant, "seed": seed, "outcome": "learned", "test_accuracy": x,
-                         "learning_speed": x, "generalisation_gap": x})
+            rows.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "outcome": "learned",
+                    "test_accuracy": x,
+                    "learning_speed": x,
+                    "generalisation_gap": x,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,11 +100,15 @@ def test_the_interval_is_welchs():
 
 
 def test_claims_table_gives_the_known_verdicts():
-    cells = synthetic({
-        # 11x11 clearly better than 5x5; clearly worse than 3x3; ReLU = tanh within noise
-        "alexnet": [0.60, 0.61, 0.62], "alexnet-kernel5": [0.50, 0.51, 0.52], "alexnet-kernel3": [0.70, 0.71, 0.72],
-        "alexnet-tanh": [0.55, 0.65, 0.60],
-    })
+    cells = synthetic(
+        {
+            # 11x11 clearly better than 5x5; clearly worse than 3x3; ReLU = tanh within noise
+            "alexnet": [0.60, 0.61, 0.62],
+            "alexnet-kernel5": [0.50, 0.51, 0.52],
+            "alexnet-kernel3": [0.70, 0.71, 0.72],
+            "alexnet-tanh": [0.55, 0.65, 0.60],
+        }
+    )
     table = claims_table(cells).set_index("claim")
     k5 = table.loc[[c for c in table.index if "11x11 vs 5x5" in c][0]]
     assert k5.verdict == "supported"
@@ -116,8 +133,14 @@ def test_an_inconclusive_verdict_says_what_would_decide_it():
 
 
 def test_the_interaction_claim_weighs_four_variants():
-    cells = synthetic({"alexnet": [0.6, 0.61], "lenet5-cifar10": [0.4, 0.41],
-                       "alexnet-mnist": [0.98, 0.99], "lenet5-tanh-avg": [0.97, 0.98]})
+    cells = synthetic(
+        {
+            "alexnet": [0.6, 0.61],
+            "lenet5-cifar10": [0.4, 0.41],
+            "alexnet-mnist": [0.98, 0.99],
+            "lenet5-tanh-avg": [0.97, 0.98],
+        }
+    )
     table = claims_table(cells)
     row = table[table["claim"].str.contains("complexity")].iloc[0]
     assert row.difference == pytest.approx((0.605 - 0.405) - (0.985 - 0.975))
@@ -136,20 +159,29 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
     project = prepared_project
     monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace"))
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ablations"].update(seeds=[1, 2], epochs=2, train_limit=120, val_limit=20, test_limit=0,
-                               variants={"lenet5-tanh-avg": {"base": "lenet5"},
-                                         "lenet5-tanh-max": {"base": "lenet5", "pooling": "max"}})
+    params["ablations"].update(
+        seeds=[1, 2],
+        epochs=2,
+        train_limit=120,
+        val_limit=20,
+        test_limit=0,
+        variants={"lenet5-tanh-avg": {"base": "lenet5"}, "lenet5-tanh-max": {"base": "lenet5", "pooling": "max"}},
+    )
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     first = run(["dvc", "repro", "ablations/dvc.yaml"], project)
     ran = set(re.findall(r"Running stage '([^']+)'", first.stdout))
     assert {s for s in ran if "ablations" in s} == {
-        "ablations/dvc.yaml:cell@lenet5-tanh-avg-1", "ablations/dvc.yaml:cell@lenet5-tanh-avg-2",
-        "ablations/dvc.yaml:cell@lenet5-tanh-max-1", "ablations/dvc.yaml:cell@lenet5-tanh-max-2",
-        "ablations/dvc.yaml:claims"}
+        "ablations/dvc.yaml:cell@lenet5-tanh-avg-1",
+        "ablations/dvc.yaml:cell@lenet5-tanh-avg-2",
+        "ablations/dvc.yaml:cell@lenet5-tanh-max-1",
+        "ablations/dvc.yaml:cell@lenet5-tanh-max-2",
+        "ablations/dvc.yaml:claims",
+    }
     assert not any(s.startswith(("train@", "evaluate@", "report")) for s in ran)
     # each stage declares exactly the params it reads
     assert assert_stages_declare_what_they_read(project / "ablations/dvc.lock", tmp_path / "trace") == {
-        s.split(":")[1] for s in ran if "ablations" in s}
+        s.split(":")[1] for s in ran if "ablations" in s
+    }
 
     cell = json.loads((project / "ablations/results/lenet5-tanh-max-seed2.json").read_text())
     assert cell["train_images"] == 120 and cell["test_images"] == 80 and cell["epochs_run"] == 2
@@ -160,15 +192,24 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
     claims = json.loads((project / "ablations/claims.json").read_text())
     (pooling,) = [c for c in claims if "tanh LeNet-5" in c["claim"]]
     assert pooling["verdict"] in ("supported", "contradicted", "inconclusive") and pooling["seeds"] == 2
-    assert pooling["variants"]["lenet5-tanh-max"]["mean"] == pytest.approx(np.mean(
-        [json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())["test_accuracy"]
-         for s in (1, 2)]))
+    assert pooling["variants"]["lenet5-tanh-max"]["mean"] == pytest.approx(
+        np.mean(
+            [
+                json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())["test_accuracy"]
+                for s in (1, 2)
+            ]
+        )
+    )
     md = (project / "reports/claims.md").read_text()
     assert "Max pooling works better than average pooling -- tanh LeNet-5" in md
     assert f"{100 * pooling['difference']:+.1f}" in md
     max_rows = [line for line in md.splitlines() if line.startswith("| lenet5-tanh-max |")]
-    train = np.mean([json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())
-                     ["train_accuracy"] for s in (1, 2)])
+    train = np.mean(
+        [
+            json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())["train_accuracy"]
+            for s in (1, 2)
+        ]
+    )
     assert "Training accuracy (%)" in md and f"| {100 * train:.1f} |" in max_rows[0]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
@@ -177,14 +218,24 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
     (parent,) = [r for r in runs if "ablation_grid" in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == [
-        "lenet5-tanh-avg-seed1", "lenet5-tanh-avg-seed2", "lenet5-tanh-max-seed1", "lenet5-tanh-max-seed2"]
+        "lenet5-tanh-avg-seed1",
+        "lenet5-tanh-avg-seed2",
+        "lenet5-tanh-max-seed1",
+        "lenet5-tanh-max-seed2",
+    ]
     assert {r.data.tags["ablation_variant"] for r in children} == {"lenet5-tanh-avg", "lenet5-tanh-max"}
-    assert all(r.data.tags["ablation_groups"] == "capacity,pooling,relu-vs-tanh" for r in children
-               if r.data.tags["ablation_variant"] == "lenet5-tanh-avg")
+    assert all(
+        r.data.tags["ablation_groups"] == "capacity,pooling,relu-vs-tanh"
+        for r in children
+        if r.data.tags["ablation_variant"] == "lenet5-tanh-avg"
+    )
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["claim.1.pooling"].startswith(pooling["verdict"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "claims")} == {
-        "claims/claims.json", "claims/claims.md", "claims/claims.html"}
+        "claims/claims.json",
+        "claims/claims.md",
+        "claims/claims.html",
+    }
 
     again = run(["dvc", "repro", "ablations/dvc.yaml"], project)
     assert "Running stage" not in again.stdout
@@ -196,14 +247,21 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
     both = run(["ablations/parallel.sh", "2", "--force"], project, env={"CELLS": "lenet5-tanh-max"})
     assert len(re.findall(r"Running stage 'ablations/dvc.yaml:cell@", both.stdout)) == 2
     assert {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")} == serial
-    concurrent = {path.name: json.loads(path.read_text())["concurrent_cells"]
-                  for path in (project / "ablations/results").glob("*.json")}
-    assert concurrent == {"lenet5-tanh-max-seed1.json": 2, "lenet5-tanh-max-seed2.json": 2,
-                          "lenet5-tanh-avg-seed1.json": 1, "lenet5-tanh-avg-seed2.json": 1}
+    concurrent = {
+        path.name: json.loads(path.read_text())["concurrent_cells"]
+        for path in (project / "ablations/results").glob("*.json")
+    }
+    assert concurrent == {
+        "lenet5-tanh-max-seed1.json": 2,
+        "lenet5-tanh-max-seed2.json": 2,
+        "lenet5-tanh-avg-seed1.json": 1,
+        "lenet5-tanh-avg-seed2.json": 1,
+    }
     claims_again = run(["dvc", "repro", "ablations/dvc.yaml"], project)  # what parallel.sh runs without CELLS
     assert re.findall(r"Running stage '([^']+)'", claims_again.stdout) == ["ablations/dvc.yaml:claims"]
-    assert [(c["claim"], c["verdict"], c["difference"])
-            for c in json.loads((project / "ablations/claims.json").read_text())] == verdicts
+    assert [
+        (c["claim"], c["verdict"], c["difference"]) for c in json.loads((project / "ablations/claims.json").read_text())
+    ] == verdicts
     assert "up to date" in run(["dvc", "status", "ablations/dvc.yaml"], project).stdout
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if "ablation_grid" in r.data.tags]) == 1  # one parent for cells started at once
@@ -211,8 +269,23 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
 
     # the full-size grid (a GPU machine's job: bench/device.py --grid; here 1 epoch on 120 images, no
     # MLflow): the claims then lead with its verdicts, each section naming its budget
-    grid_run = run([sys.executable, "-m", "bench.device", "--grid", "2", "--variants", "lenet5-tanh-avg",
-                    "lenet5-tanh-max", "--epochs", "1", "--images", "120"], project)
+    grid_run = run(
+        [
+            sys.executable,
+            "-m",
+            "bench.device",
+            "--grid",
+            "2",
+            "--variants",
+            "lenet5-tanh-avg",
+            "lenet5-tanh-max",
+            "--epochs",
+            "1",
+            "--images",
+            "120",
+        ],
+        project,
+    )
     assert '"ran": 4' in grid_run.stdout
     full_cell = json.loads((project / "ablations/results-full/lenet5-tanh-max-seed2.json").read_text())
     assert full_cell["budget"] == "full" and full_cell["train_images"] == 120 and full_cell["epochs_run"] == 1

@@ -1,23 +1,22 @@
 """Cutout and test-time augmentation (stages/augment.py)."""
-from dataclasses import replace
 
 import numpy as np
 
-from classic_cnns.training.augment import epoch_data, shift
 from classic_cnns.evaluation.tta import predict, tta_views
 from classic_cnns.params import load_params
+from classic_cnns.training.augment import epoch_data, shift
 from tests.conftest import ROOT
 
 
 def alexnet(**changes):
-    return replace(load_params(ROOT / "params.yaml").model("alexnet"), **changes)
+    return load_params(ROOT / "params.yaml").model("alexnet").replace(**changes)
 
 
 def test_cutout_blanks_one_clipped_square_per_image_and_nothing_else():
     x = np.random.default_rng(0).integers(1, 255, (300, 32, 32, 3), dtype=np.uint8)
     cfg = alexnet(augment_crop_padding=4, augment_flip=True, augment_cutout=8)
     cut, order = epoch_data(x, np.arange(300), cfg, 7, 2)
-    plain, order_plain = epoch_data(x, np.arange(300), replace(cfg, augment_cutout=0), 7, 2)
+    plain, order_plain = epoch_data(x, np.arange(300), cfg.replace(augment_cutout=0), 7, 2)
     np.testing.assert_array_equal(order, order_plain)  # cutout draws after the crops and flips
     fill = np.round(plain.reshape(-1, 3).mean(axis=0))
     changed = (cut != plain).any(axis=-1)
@@ -26,7 +25,7 @@ def test_cutout_blanks_one_clipped_square_per_image_and_nothing_else():
     for img in range(300):
         rows, cols = np.nonzero(changed[img])
         # one axis-aligned rectangle, filled with the mean pixel
-        assert changed[img, rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        assert changed[img, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
         np.testing.assert_array_equal(cut[img][changed[img]], np.broadcast_to(fill, (len(rows), 3)))
     again, _ = epoch_data(x, np.arange(300), cfg, 7, 2)
     np.testing.assert_array_equal(cut, again)
@@ -38,8 +37,7 @@ def test_test_views_follow_the_training_augmentation():
     assert len(views) == 10 and len(set(views)) == 10  # AlexNet's: centre + 4 corners, each mirrored
     assert {(dy, dx) for dy, dx, _ in views} == {(0, 0), (-2, -2), (-2, 2), (2, -2), (2, 2)}
     assert len(tta_views(alexnet(augment_crop_padding=2, augment_flip=False), True)) == 5
-    assert tta_views(alexnet(augment_crop_padding=0, augment_flip=True), True) == [
-        (0, 0, False), (0, 0, True)]
+    assert tta_views(alexnet(augment_crop_padding=0, augment_flip=True), True) == [(0, 0, False), (0, 0, True)]
 
 
 class RecordingModel:
@@ -70,9 +68,7 @@ def test_predict_averages_the_views():
     np.testing.assert_array_equal(predict(reused, x, views, 4, centre=RecordingModel().predict(x, 4, 0)), probs)
     assert len(reused.seen) == 9 and not any(np.array_equal(v, x) for v in reused.seen)
     single = RecordingModel()
-    np.testing.assert_array_equal(predict(single, x, [(0, 0, False)], 4),
-                                  RecordingModel().predict(x, 4, 0))
+    np.testing.assert_array_equal(predict(single, x, [(0, 0, False)], 4), RecordingModel().predict(x, 4, 0))
     assert len(single.seen) == 1
-    np.testing.assert_array_equal(predict(single, x, [(0, 0, False)], 4, centre=probs),
-                                  probs)
+    np.testing.assert_array_equal(predict(single, x, [(0, 0, False)], 4, centre=probs), probs)
     assert len(single.seen) == 1

@@ -22,8 +22,16 @@ def test_bench_prints_the_speed_table_on_tiny_sizes():
 def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
     out = bench("bench.breakdown", "--model", "lenet5", "--batch", "16")
     assert "lenet5: batch 16, float32; matmul peak measured here" in out
-    for part in ("C1 (Conv2D)", "C3 (Conv2D)", "C5 (Dense)", "F6 (Dense)", "output (Dense)", "other layers",
-                 "optimizer update", "whole train step"):
+    for part in (
+        "C1 (Conv2D)",
+        "C3 (Conv2D)",
+        "C5 (Dense)",
+        "F6 (Dense)",
+        "output (Dense)",
+        "other layers",
+        "optimizer update",
+        "whole train step",
+    ):
         assert part in out
     step = next(line for line in out.splitlines() if line.strip().startswith("whole train step"))
     assert float(step.split()[3]) > 0 and step.split()[4] == "100%"
@@ -37,8 +45,23 @@ def test_the_device_check_trains_evaluates_and_checks_determinism(prepared_proje
 
     project = prepared_project
     out = tmp_path / "device.json"
-    result = run([sys.executable, "-m", "bench.device", "--models", "lenet5", "--epochs", "2", "--no-diagnose",
-                  "--peak-size", "64", "--out", str(out)], project)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "bench.device",
+            "--models",
+            "lenet5",
+            "--epochs",
+            "2",
+            "--no-diagnose",
+            "--peak-size",
+            "64",
+            "--out",
+            str(out),
+        ],
+        project,
+    )
     record = json.loads(out.read_text())
     (lenet,) = record["models"]
     assert lenet["epochs"] == 2 and lenet["train_images"] == 200 and 0 <= lenet["test_accuracy"] <= 1

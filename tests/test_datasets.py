@@ -1,5 +1,6 @@
 """The dataset registry: declared layouts are checked, and a user's own dataset, added with one
 params entry, is named by its own title and class names everywhere."""
+
 import json
 import re
 
@@ -48,28 +49,41 @@ def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
         y = np.arange(n) % 3
         x = rng.integers(0, 40, (n, 16, 16, 3)).astype(np.uint8)
         for i, label in enumerate(y):
-            x[i, :, 5 * label:5 * label + 5] += 200
+            x[i, :, 5 * label : 5 * label + 5] += 200
         return x, y.astype(np.uint8)
 
     (x_train, y_train), (x_test, y_test) = split(150), split(60)
     (project / "data/external").mkdir(parents=True)
     np.savez(project / "data/external/shapes.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["shapes"] = {"source": "data/external/shapes.npz", "title": "Tiny shapes", "classes": classes,
-                                "image_shape": [16, 16, 3], "pad": 2}
+    params["data"]["shapes"] = {
+        "source": "data/external/shapes.npz",
+        "title": "Tiny shapes",
+        "classes": classes,
+        "image_shape": [16, 16, 3],
+        "pad": 2,
+    }
     params["models"]["lenet5"]["dataset"] = "shapes"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     out = run(["dvc", "repro"], project).stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "download@shapes", "prepare@shapes", "train@lenet5", "evaluate@lenet5", "report"}
+        "download@shapes",
+        "prepare@shapes",
+        "train@lenet5",
+        "evaluate@lenet5",
+        "report",
+    }
     assert "lenet5: lenet5 on Tiny shapes (non-official local copy)" in out
     meta = json.loads((project / "data/prepared/shapes.json").read_text())
     assert meta["title"] == "Tiny shapes" and meta["classes"] == classes and meta["shape"] == [20, 20, 3]
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    lenet, _mnist = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id],
-                                       filter_string="tags.model = 'lenet5'", order_by=["attributes.start_time DESC"])
+    lenet, _mnist = client.search_runs(
+        [client.get_experiment_by_name("classic-cnns").experiment_id],
+        filter_string="tags.model = 'lenet5'",
+        order_by=["attributes.start_time DESC"],
+    )
     assert lenet.data.tags["dataset_title"] == "Tiny shapes (non-official local copy)"
     assert lenet.info.run_name == "lenet5-shapes"
 

@@ -1,6 +1,7 @@
 """Each stage declares every project file it runs, so DVC reruns it when any of them changes: the
 static import closure of its `python -m <module>` within the project (imports inside functions
 included) is covered by its `deps` in dvc.yaml and ablations/dvc.yaml."""
+
 import ast
 import re
 
@@ -56,13 +57,19 @@ def stages():
 
 @pytest.mark.parametrize("path, name, module, deps", list(stages()), ids=lambda v: v if isinstance(v, str) else "")
 def test_a_stage_declares_every_project_file_it_runs(path, name, module, deps):
-    covered = lambda f: any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)  # noqa: E731 (a file or its folder)
+    def covered(f):  # a file or its folder
+        return any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+
     undeclared = sorted(f for f in closure(module) if not covered(f))
     assert not undeclared, f"{path}: stage {name} runs {undeclared} but does not declare them in its deps"
 
 
 def test_the_closure_follows_imports_inside_functions_and_packages():
     files = closure("stages.evaluate")
-    assert {"stages/__init__.py", "classic_cnns/__init__.py", "classic_cnns/framework_logs.py",
-            "classic_cnns/training/augment.py"} <= files  # augment: imported inside tta's functions
+    assert {
+        "stages/__init__.py",
+        "classic_cnns/__init__.py",
+        "classic_cnns/framework_logs.py",
+        "classic_cnns/training/augment.py",
+    } <= files  # augment: imported inside tta's functions
     assert "classic_cnns/analysis/grid.py" not in files

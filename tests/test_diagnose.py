@@ -13,7 +13,12 @@ def test_the_notebook_recipe_is_the_models_defaults_plus_its_settings():
     nb = notebook_config(params.diagnose.notebook, params.model("alexnet"))
     assert (nb.optimizer, nb.learning_rate, nb.batch_size, nb.input_scaling) == ("adam", 0.001, 64, "unit")
     assert (nb.schedule, nb.augment_flip, nb.augment_cutout, nb.label_smoothing, nb.batch_norm) == (
-        "constant", False, 0, 0.0, False)
+        "constant",
+        False,
+        0,
+        0.0,
+        False,
+    )
 
 
 def test_diagnose_measures_both_recipes(prepared_project):

@@ -86,14 +86,24 @@ def test_local_npz_copy_is_recorded_as_non_official(tmp_path, serve):
     rng = np.random.default_rng(0)
     copy = tmp_path / "copy" / "stand-in.npz"
     copy.parent.mkdir()
-    np.savez(copy, x_train=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), y_train=np.arange(20) % 10,
-             x_test=rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), y_test=np.arange(10) % 10)
+    np.savez(
+        copy,
+        x_train=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8),
+        y_train=np.arange(20) % 10,
+        x_test=rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8),
+        y_test=np.arange(10) % 10,
+    )
     sha = hashlib.sha256(copy.read_bytes()).hexdigest()
     for source in (str(copy), serve(copy.parent) + "stand-in.npz"):
         out = tmp_path / "raw" / source[-20:].replace("/", "_") / "cifar10"
         provenance = dl.download(REGISTRY["cifar10"], source, out)
-        assert provenance == {"dataset": "cifar10", "title": "CIFAR-10 (non-official local copy)",
-                              "official": False, "source": source, "files": {"cifar10.npz": sha}}
+        assert provenance == {
+            "dataset": "cifar10",
+            "title": "CIFAR-10 (non-official local copy)",
+            "official": False,
+            "source": source,
+            "files": {"cifar10.npz": sha},
+        }
         assert (out / "cifar10.npz").read_bytes() == copy.read_bytes()
 
 
@@ -182,18 +192,24 @@ def flaky():
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
-@pytest.mark.parametrize("script, ranges_allowed, resumed", [
-    (["drop", "ok"], True, True),  # continued with HTTP Range where the server allows it
-    (["drop", "ok"], False, False),  # else fetched again from the start
-    (["stall", "ok"], True, False),
-    (["503", "503", "ok"], True, False),
-])
+@pytest.mark.parametrize(
+    "script, ranges_allowed, resumed",
+    [
+        (["drop", "ok"], True, True),  # continued with HTTP Range where the server allows it
+        (["drop", "ok"], False, False),  # else fetched again from the start
+        (["stall", "ok"], True, False),
+        (["503", "503", "ok"], True, False),
+    ],
+)
 def test_transient_failures_are_retried(flaky, tmp_path, monkeypatch, script, ranges_allowed, resumed):
     monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
     monkeypatch.setenv(dl.TIMEOUT_ENV, "0.5")
     server, url = flaky(PAYLOAD, script, ranges_allowed)
     dest = tmp_path / "file.bin"
-    assert dl.fetch_checked([url], dest, hashlib.sha256(PAYLOAD).hexdigest()) == (url, hashlib.sha256(PAYLOAD).hexdigest())
+    assert dl.fetch_checked([url], dest, hashlib.sha256(PAYLOAD).hexdigest()) == (
+        url,
+        hashlib.sha256(PAYLOAD).hexdigest(),
+    )
     assert dest.read_bytes() == PAYLOAD
     assert len(server.ranges) == len(script)
     assert server.partial[-1] == resumed  # sent only the missing half
@@ -201,7 +217,9 @@ def test_transient_failures_are_retried(flaky, tmp_path, monkeypatch, script, ra
         assert server.ranges[-1] == f"bytes={len(PAYLOAD) // 2}-"  # the retry asked for the rest
 
 
-def test_a_connection_dropped_every_time_names_the_url_and_the_attempts_and_leaves_nothing(flaky, tmp_path, monkeypatch):
+def test_a_connection_dropped_every_time_names_the_url_and_the_attempts_and_leaves_nothing(
+    flaky, tmp_path, monkeypatch
+):
     monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
     monkeypatch.setenv(dl.ATTEMPTS_ENV, "4")
     server, url = flaky(PAYLOAD, ["drop"] * 4, ranges_allowed=False)

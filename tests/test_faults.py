@@ -1,6 +1,7 @@
 """Faults that cost nothing: a full disk, a dead or dying tracking server, concurrent experiments
 on a new store, an unexpected exception. Each ends as one line and a non-zero exit, and loses
 nothing (README, "Reliability")."""
+
 import os
 import shutil
 import socket
@@ -13,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from classic_cnns import outputs
-from classic_cnns.errors import DiskFull, TRACEBACK_ENV, run_stage
+from classic_cnns.errors import TRACEBACK_ENV, DiskFull, run_stage
 from tests.conftest import free_port, stage
 from tests.test_training import set_params
 
@@ -44,8 +45,9 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_is_there_on_request(m
 
     assert run_stage(broken, []) == 1
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == [f"error: KeyError: 'boom' (unexpected: please report it; rerun with "
-                                        f"{TRACEBACK_ENV}=1 for the traceback)"]
+    assert err.strip().splitlines() == [
+        f"error: KeyError: 'boom' (unexpected: please report it; rerun with {TRACEBACK_ENV}=1 for the traceback)"
+    ]
     monkeypatch.setenv(TRACEBACK_ENV, "1")
     assert run_stage(broken, []) == 1
     assert "Traceback (most recent call last)" in capsys.readouterr().err
@@ -73,10 +75,24 @@ def test_a_dead_tracking_server_fails_the_stage_in_seconds(prepared_project, mon
 def start_server(folder: Path, port: int) -> subprocess.Popen:
     """A real MLflow tracking server on 127.0.0.1, its store and artifacts in `folder`."""
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination",
-         (folder / "artifacts").as_uri(), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            (folder / "artifacts").as_uri(),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -101,8 +117,13 @@ def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     server = start_server(tmp_path, port)
     try:
-        train = subprocess.Popen([sys.executable, "-m", "stages.train", "lenet5"], cwd=project, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        train = subprocess.Popen(
+            [sys.executable, "-m", "stages.train", "lenet5"],
+            cwd=project,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         seen = []
         for line in train.stdout:
             seen.append(line)
@@ -153,8 +174,17 @@ def test_concurrent_experiments_on_a_new_store_all_finish(tmp_path):
         root.mkdir()
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         env.pop("MLFLOW_TRACKING_URI", None)
-        workers = [subprocess.Popen([sys.executable, "-c", WORKER, "", str(i)], cwd=root, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, "", str(i)],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(3)
+        ]
         deadline = time.monotonic() + 120
         while len(list(root.glob("ready*"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -172,11 +202,13 @@ def test_a_stage_run_before_its_inputs_exist_names_the_stage_that_makes_them(pro
     result = stage("evaluate", "lenet5", cwd=project, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: data/prepared/mnist.json is missing: run `dvc repro prepare@mnist` first"]
+        "error: data/prepared/mnist.json is missing: run `dvc repro prepare@mnist` first"
+    ]
 
 
 def test_a_stage_run_before_the_model_exists_names_the_training_stage(prepared_project):
     result = stage("evaluate", "lenet5", cwd=prepared_project, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: models/lenet5/model.keras is missing: run `dvc repro train@lenet5` first"]
+        "error: models/lenet5/model.keras is missing: run `dvc repro train@lenet5` first"
+    ]

@@ -5,8 +5,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from classic_cnns.data.formats import FormatError, read_cifar10, read_idx, read_mnist
 from classic_cnns.data.datasets import REGISTRY, check
+from classic_cnns.data.formats import FormatError, read_cifar10, read_idx, read_mnist
 from tests.conftest import cifar_archive, idx_bytes, write_mnist
 
 
@@ -19,6 +19,7 @@ def test_idx_round_trip(tmp_path):
 def test_truncated_idx_is_refused(tmp_path):
     data = idx_bytes(np.zeros((2, 28, 28), np.uint8))
     import gzip
+
     (tmp_path / "a.gz").write_bytes(gzip.compress(gzip.decompress(data)[:-5]))
     with pytest.raises(FormatError, match="header says"):
         read_idx(tmp_path / "a.gz")
@@ -48,8 +49,10 @@ def test_an_archive_member_that_climbs_out_is_never_written(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     buf = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(cifar_archive(per_batch=4, n_test=6))) as src, \
-            tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with (
+        tarfile.open(fileobj=io.BytesIO(cifar_archive(per_batch=4, n_test=6))) as src,
+        tarfile.open(fileobj=buf, mode="w:gz") as tar,
+    ):
         for member in src.getmembers():
             tar.addfile(member, src.extractfile(member))
         evil = tarfile.TarInfo("../../escaped.txt")

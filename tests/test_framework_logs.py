@@ -1,4 +1,5 @@
 """The stages print no framework log lines, whatever the CPU (classic_cnns/framework_logs.py)."""
+
 import os
 import subprocess
 import sys
@@ -8,11 +9,15 @@ import pytest
 from classic_cnns.framework_logs import ABSL_LINE, ABSL_UNINITIALISED, filtered_stderr, keep
 from tests.conftest import ROOT
 
-ONEDNN = ("I0000 00:00:1796235135.259950    2177 port.cc:153] oneDNN custom operations are on. You may see "
-          "slightly different numerical results due to floating-point round-off errors.\n")
-CPU_GUARD = ("I0000 00:00:1796235260.592727    3471 cpu_feature_guard.cc:227] This TensorFlow binary is optimized "
-             "to use available CPU instructions in performance-critical operations.\n"
-             "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow.\n")
+ONEDNN = (
+    "I0000 00:00:1796235135.259950    2177 port.cc:153] oneDNN custom operations are on. You may see "
+    "slightly different numerical results due to floating-point round-off errors.\n"
+)
+CPU_GUARD = (
+    "I0000 00:00:1796235260.592727    3471 cpu_feature_guard.cc:227] This TensorFlow binary is optimized "
+    "to use available CPU instructions in performance-critical operations.\n"
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow.\n"
+)
 WARNING = "W1202 18:09:54.123456    2177 gpu_device.cc:2344] Cannot dlopen some GPU libraries.\n"
 ERROR = "E0000 00:00:1796235135.259950    2177 op_level_cost_estimator.cc:42] Some op failed.\n"
 PY_WARNING = "/x/keras/src/trainers/epoch_iterator.py:74: UserWarning: `shuffle=True` was passed\n  code line\n"
@@ -29,8 +34,14 @@ def test_abseils_lines_below_the_level_are_dropped_and_everything_else_kept():
 
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "KERAS_BACKEND": "tensorflow", **env})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", **env},
+    )
 
 
 def test_tensorflows_start_up_lines_are_filtered_on_any_cpu():

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from classic_cnns.model.networks import build
-from classic_cnns.model.networks import layer_table
+from classic_cnns.model.networks import build, layer_table
 
 
 def test_lenet5_has_the_papers_shapes_and_61706_parameters():
@@ -10,8 +9,15 @@ def test_lenet5_has_the_papers_shapes_and_61706_parameters():
     table = layer_table(model).set_index("layer")
     assert model.count_params() == 61_706
     assert table["parameters"].sum() == 61_706
-    assert table.loc[["C1", "S2", "C3", "S4", "C5", "F6", "output"], "output_shape"].tolist() == \
-        ["28x28x6", "14x14x6", "10x10x16", "5x5x16", "120", "84", "10"]
+    assert table.loc[["C1", "S2", "C3", "S4", "C5", "F6", "output"], "output_shape"].tolist() == [
+        "28x28x6",
+        "14x14x6",
+        "10x10x16",
+        "5x5x16",
+        "120",
+        "84",
+        "10",
+    ]
     assert set(table.loc[["C1", "C3", "C5", "F6"], "activation"]) == {"tanh"}
     assert table.loc["S2", "type"] == "AveragePooling2D"
 
@@ -19,8 +25,14 @@ def test_lenet5_has_the_papers_shapes_and_61706_parameters():
 def test_alexnet_for_32x32_follows_the_notebook():
     model = build("alexnet", (32, 32, 3), mean=[120.0] * 3, std=[60.0] * 3)
     table = layer_table(model).set_index("layer")
-    assert table.loc[["conv1", "pool1", "conv2", "pool2", "conv5", "pool3"], "output_shape"].tolist() == \
-        ["22x22x96", "10x10x96", "10x10x256", "4x4x256", "4x4x256", "1x1x256"]
+    assert table.loc[["conv1", "pool1", "conv2", "pool2", "conv5", "pool3"], "output_shape"].tolist() == [
+        "22x22x96",
+        "10x10x96",
+        "10x10x256",
+        "4x4x256",
+        "4x4x256",
+        "1x1x256",
+    ]
     assert table.loc["conv1", "parameters"] == 11 * 11 * 3 * 96 + 96
     assert table.loc["fc7", "parameters"] == 4096 * 4096 + 4096
     assert table.loc[["drop6", "drop7"], "type"].tolist() == ["Dropout", "Dropout"]

@@ -23,30 +23,51 @@ def test_the_shipped_params_are_valid():
     assert params.evaluate.test_time_augmentation == {"lenet5": False, "alexnet": True}
 
 
-@pytest.mark.parametrize("mutate, key, words", [
-    (lambda p: p["models"]["lenet5"].update(learnig_rate=0.1), "models.lenet5.learnig_rate", "not a known key"),
-    (lambda p: p.update(sed=1), "sed", "not a known key"),
-    (lambda p: p["models"]["alexnet"].update(epochs="five"), "models.alexnet.epochs", "whole number"),
-    (lambda p: p["models"]["alexnet"].update(epochs=2.5), "models.alexnet.epochs", "whole number"),
-    (lambda p: p["models"]["lenet5"].update(learning_rate=-1), "models.lenet5.learning_rate", ">="),
-    (lambda p: p["models"]["lenet5"].update(optimizer="adamw2"), "models.lenet5.optimizer", "one of"),
-    (lambda p: p["models"]["lenet5"].update(devices="two"), "models.lenet5.devices", "whole number or 'all'"),
-    (lambda p: p["models"]["lenet5"].update(devices=0), "models.lenet5.devices", ">= 1"),
-    (lambda p: p["models"]["lenet5"].update(dataset="imagenet"), "models.lenet5.dataset", "entry of 'data'"),
-    (lambda p: p["evaluate"]["test_time_augmentation"].pop("lenet5"), "evaluate.test_time_augmentation.lenet5",
-     "add true or false for each model"),
-    (lambda p: p["evaluate"]["test_time_augmentation"].update(vgg=True), "evaluate.test_time_augmentation.vgg",
-     "names no entry of 'models'"),
-    (lambda p: p["data"].update(shapes={"source": "data/external/s.npz"}), "data.shapes", "declare title, classes, image_shape"),
-    (lambda p: p["data"].update(shapes={"source": "official", "title": "S", "classes": ["a", "b"],
-                                        "image_shape": [8, 8, 1]}), "data.shapes", "not a dataset the pipeline knows"),
-    (lambda p: p["models"]["lenet5"].update(learning_rate="1e-3"), "models.lenet5.learning_rate",
-     "YAML reads 1e-3 as text: write it with a dot, e.g. 0.001"),
-    (lambda p: p["prepare"].update(val_size=0), "prepare.val_size", ">="),
-    (lambda p: p["models"]["lenet5"].pop("architecture"), "models.lenet5.architecture", "missing"),
-    (lambda p: p["data"]["mnist"].update(source=""), "data.mnist.source", "non-empty"),
-    (lambda p: p.update(seed=True), "seed", "whole number"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, words",
+    [
+        (lambda p: p["models"]["lenet5"].update(learnig_rate=0.1), "models.lenet5.learnig_rate", "not a known key"),
+        (lambda p: p.update(sed=1), "sed", "not a known key"),
+        (lambda p: p["models"]["alexnet"].update(epochs="five"), "models.alexnet.epochs", "whole number"),
+        (lambda p: p["models"]["alexnet"].update(epochs=2.5), "models.alexnet.epochs", "whole number"),
+        (lambda p: p["models"]["lenet5"].update(learning_rate=-1), "models.lenet5.learning_rate", ">="),
+        (lambda p: p["models"]["lenet5"].update(optimizer="adamw2"), "models.lenet5.optimizer", "one of"),
+        (lambda p: p["models"]["lenet5"].update(devices="two"), "models.lenet5.devices", "whole number or 'all'"),
+        (lambda p: p["models"]["lenet5"].update(devices=0), "models.lenet5.devices", ">= 1"),
+        (lambda p: p["models"]["lenet5"].update(dataset="imagenet"), "models.lenet5.dataset", "entry of 'data'"),
+        (
+            lambda p: p["evaluate"]["test_time_augmentation"].pop("lenet5"),
+            "evaluate.test_time_augmentation.lenet5",
+            "add true or false for each model",
+        ),
+        (
+            lambda p: p["evaluate"]["test_time_augmentation"].update(vgg=True),
+            "evaluate.test_time_augmentation.vgg",
+            "names no entry of 'models'",
+        ),
+        (
+            lambda p: p["data"].update(shapes={"source": "data/external/s.npz"}),
+            "data.shapes",
+            "declare title, classes, image_shape",
+        ),
+        (
+            lambda p: p["data"].update(
+                shapes={"source": "official", "title": "S", "classes": ["a", "b"], "image_shape": [8, 8, 1]}
+            ),
+            "data.shapes",
+            "not a dataset the pipeline knows",
+        ),
+        (
+            lambda p: p["models"]["lenet5"].update(learning_rate="1e-3"),
+            "models.lenet5.learning_rate",
+            "YAML reads 1e-3 as text: write it with a dot, e.g. 0.001",
+        ),
+        (lambda p: p["prepare"].update(val_size=0), "prepare.val_size", ">="),
+        (lambda p: p["models"]["lenet5"].pop("architecture"), "models.lenet5.architecture", "missing"),
+        (lambda p: p["data"]["mnist"].update(source=""), "data.mnist.source", "non-empty"),
+        (lambda p: p.update(seed=True), "seed", "whole number"),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, mutate, key, words):
     with pytest.raises(ParamsError) as err:
         load_params(write(tmp_path, mutate))

@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` on tiny official-format data served over loopback http,
 with a real MLflow SQLite store, in a throw-away git repo."""
+
 import json
 import re
 import subprocess
@@ -20,16 +21,33 @@ from classic_cnns.paths import project_root
 from tests.conftest import ROOT, assert_stages_declare_what_they_read, free_port, holding_proxy, run
 
 # The README's `dvc exp show` line: test accuracy against learning rate per model, in 200 columns.
-EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
-            r"Experiment|Created|.*test_accuracy$|models\..*\.learning_rate$"]
+EXP_SHOW = [
+    "dvc",
+    "exp",
+    "show",
+    "--no-pager",
+    "--drop",
+    ".*",
+    "--keep",
+    r"Experiment|Created|.*test_accuracy$|models\..*\.learning_rate$",
+]
 
 STAGE_OUTPUTS = [
-    "data/raw/mnist/provenance.json", "data/raw/cifar10/cifar-10-python.tar.gz",
-    "data/prepared/mnist.npz", "data/prepared/cifar10.json",
-    "models/lenet5/model.keras", "reports/costs/train-alexnet.json", "reports/costs/evaluate-lenet5.json",
-    "reports/lenet5/history.csv", "reports/alexnet/training.json", "reports/lenet5/metrics.json",
-    "reports/alexnet/predictions.csv", "reports/report.md", "reports/report.html",
-    "reports/figures/lenet5-learning-curves.png", "reports/figures/alexnet-confusion.png",
+    "data/raw/mnist/provenance.json",
+    "data/raw/cifar10/cifar-10-python.tar.gz",
+    "data/prepared/mnist.npz",
+    "data/prepared/cifar10.json",
+    "models/lenet5/model.keras",
+    "reports/costs/train-alexnet.json",
+    "reports/costs/evaluate-lenet5.json",
+    "reports/lenet5/history.csv",
+    "reports/alexnet/training.json",
+    "reports/lenet5/metrics.json",
+    "reports/alexnet/predictions.csv",
+    "reports/report.md",
+    "reports/report.html",
+    "reports/figures/lenet5-learning-curves.png",
+    "reports/figures/alexnet-confusion.png",
 ]
 
 
@@ -47,8 +65,18 @@ def runs_by_name(root):
     return client, grouped
 
 
-EVERYTHING = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10", "train@lenet5",
-              "train@alexnet", "evaluate@lenet5", "evaluate@alexnet", "diagnose", "report"}
+EVERYTHING = {
+    "download@mnist",
+    "download@cifar10",
+    "prepare@mnist",
+    "prepare@cifar10",
+    "train@lenet5",
+    "train@alexnet",
+    "evaluate@lenet5",
+    "evaluate@alexnet",
+    "diagnose",
+    "report",
+}
 DATA = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10"}
 
 
@@ -59,8 +87,11 @@ def test_dvc_repro_runs_every_stage_once_and_prints_only_their_lines(pipeline, p
     # each stage declares exactly the params it reads, so a knob makes stale exactly its readers
     assert assert_stages_declare_what_they_read(pipeline.root / "dvc.lock", pipeline.trace) == EVERYTHING
     for result in (prepared_template, pipeline):
-        leaked = [line for line in (result.stdout + result.stderr).splitlines()
-                  if ABSL_LINE.match(line) or "absl::InitializeLog" in line or line.startswith("E0000")]
+        leaked = [
+            line
+            for line in (result.stdout + result.stderr).splitlines()
+            if ABSL_LINE.match(line) or "absl::InitializeLog" in line or line.startswith("E0000")
+        ]
         assert not leaked, leaked  # no framework noise: the stages' own lines (test_framework_logs forces it)
     assert "lenet5 epoch 1/1: accuracy" in pipeline.stdout
     for rel in STAGE_OUTPUTS:
@@ -84,7 +115,7 @@ def test_the_metrics_files_and_the_report(pipeline):
     root = pipeline.root
     metrics = {m: json.loads((root / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
     details = {m: json.loads((root / f"reports/{m}/evaluation.json").read_text()) for m in ("lenet5", "alexnet")}
-    for m, d in zip(metrics.values(), details.values()):
+    for m, d in zip(metrics.values(), details.values(), strict=False):
         assert 0.0 <= m["test_accuracy"] <= 1.0
         assert d["test_images"] == 80
     assert details["lenet5"]["test_views"] == 1 and details["alexnet"]["test_views"] == 10
@@ -122,8 +153,10 @@ def test_mlflow_holds_a_run_per_model_the_registry_and_the_report(pipeline, monk
         evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
         assert "evaluation/confusion.csv" in evaluation
     lenet = runs["lenet5-mnist"][0]
-    assert lenet.data.tags["dataset_sha256.train-images-idx3-ubyte.gz"] == json.loads(
-        (root / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
+    assert (
+        lenet.data.tags["dataset_sha256.train-images-idx3-ubyte.gz"]
+        == json.loads((root / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
+    )
 
     # the run's model through this store (mlflow's global tracking URI and the variable restored after)
     from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -145,7 +178,10 @@ def test_mlflow_holds_a_run_per_model_the_registry_and_the_report(pipeline, monk
         assert client.get_model_version_by_alias(registered, "champion").version == version.version
     (report_run,) = runs["report"]
     assert {a.path for a in client.list_artifacts(report_run.info.run_id, "report")} >= {
-        "report/report.md", "report/report.html", "report/figures"}
+        "report/report.md",
+        "report/report.html",
+        "report/figures",
+    }
 
     listed = query_mlflow_server(root)
     assert {"lenet5-mnist", "alexnet-cifar10", "report"} <= listed["runs"]
@@ -162,13 +198,17 @@ def test_a_push_cut_off_is_finished_by_a_rerun_and_a_fresh_clone_pulls_the_resul
     with holding_proxy(s3_server, allow=3) as proxy:
         run(["dvc", "remote", "add", "--local", "flaky", "s3://classic-cnns/dvc"], project)
         run(["dvc", "remote", "modify", "--local", "flaky", "endpointurl", proxy.url], project)
-        push = subprocess.Popen(["dvc", "push", "-r", "flaky"], cwd=project, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        push = subprocess.Popen(
+            ["dvc", "push", "-r", "flaky"], cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         assert proxy.held.wait(300), "the push never reached a 4th upload"
         push.kill()
         push.wait()
     bucket = boto3.client("s3", endpoint_url=s3_server)
-    stored = lambda: len(bucket.list_objects_v2(Bucket="classic-cnns", Prefix="dvc/").get("Contents", []))  # noqa: E731
+
+    def stored():
+        return len(bucket.list_objects_v2(Bucket="classic-cnns", Prefix="dvc/").get("Contents", []))
+
     deadline = time.monotonic() + 60  # the 3 uploads let through may still be on their way to the store
     while stored() < 3 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -195,8 +235,12 @@ def test_a_failed_stage_leaves_no_outputs_and_dvc_checkout_restores_them(pipelin
     """DVC deletes a stage's outputs before running it, so a failed run leaves none; `dvc checkout`
     restores the cached ones (README, Reliability). A dead tracking server fails in seconds."""
     project = pipeline_copy
-    failed = run(["dvc", "repro", "-f", "-s", "train@lenet5"], project, check=False,
-                 env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    failed = run(
+        ["dvc", "repro", "-f", "-s", "train@lenet5"],
+        project,
+        check=False,
+        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    )
     assert failed.returncode != 0 and "http://127.0.0.1:9 (MLFLOW_TRACKING_URI) does not answer" in failed.stderr
     assert not (project / "models/lenet5").exists()
     run(["dvc", "checkout", "train@lenet5"], project)
@@ -216,8 +260,10 @@ def test_a_knob_reruns_exactly_its_readers_and_mlflow_keeps_every_run(pipeline_c
     assert len(client.search_model_versions("name='lenet5-mnist'")) == 2
     newest = runs["lenet5-mnist"][-1]
     assert len(client.get_metric_history(newest.info.run_id, "val_accuracy")) == 2
-    assert newest.data.metrics["test_accuracy"] == json.loads(
-        (project / "reports/lenet5/metrics.json").read_text())["test_accuracy"]
+    assert (
+        newest.data.metrics["test_accuracy"]
+        == json.loads((project / "reports/lenet5/metrics.json").read_text())["test_accuracy"]
+    )
     assert str(client.get_model_version_by_alias("lenet5-mnist", "champion").version) == "2"
 
     assert json.loads((project / "reports/alexnet/evaluation.json").read_text())["test_views"] == 1
@@ -241,9 +287,23 @@ def query_mlflow_server(root) -> dict[str, set[str]]:
     API, the runs of the experiment and the registered models."""
     port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow_cli), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(mlflow_cli),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
 
     def call(path, body=None):
@@ -264,8 +324,10 @@ def query_mlflow_server(root) -> dict[str, set[str]]:
                 time.sleep(0.5)
         runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
         models = call("/registered-models/search?max_results=100")
-        return {"runs": {r["info"]["run_name"] for r in runs.get("runs", [])},
-                "registered_models": {m["name"] for m in models.get("registered_models", [])}}
+        return {
+            "runs": {r["info"]["run_name"] for r in runs.get("runs", [])},
+            "registered_models": {m["name"] for m in models.get("registered_models", [])},
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,4 +1,5 @@
 """The report, built from fixture outputs in the stages' formats: every number comes from the files."""
+
 import json
 import re
 
@@ -6,13 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import report
 from classic_cnns.model.networks import build, layer_table
 from classic_cnns.params import load_params
+from stages import report
 from tests.conftest import ROOT
 
-CLASSES = {"mnist": [str(i) for i in range(10)],
-           "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
 
 
 def write_fixture_outputs(root, accuracies):
@@ -24,40 +27,75 @@ def write_fixture_outputs(root, accuracies):
         prepared = root / "data/prepared"
         prepared.mkdir(parents=True, exist_ok=True)
         y_test = np.arange(40) % 10
-        np.savez(prepared / f"{cfg.dataset}.npz", x_test=rng.integers(0, 255, (40, *shape), dtype=np.uint8),
-                 y_test=y_test.astype(np.uint8))
-        (prepared / f"{cfg.dataset}.json").write_text(json.dumps({
-            "dataset": cfg.dataset, "classes": CLASSES[cfg.dataset], "shape": list(shape),
-            "sizes": {"train": 1000, "val": 100, "test": 40},
-            "provenance": {"dataset": cfg.dataset, "title": f"{cfg.dataset} fixture", "official": cfg.dataset == "mnist",
-                           "source": "official" if cfg.dataset == "mnist" else "/copies/c.npz",
-                           "files": {"f.gz": "ab" * 32}}}))
+        np.savez(
+            prepared / f"{cfg.dataset}.npz",
+            x_test=rng.integers(0, 255, (40, *shape), dtype=np.uint8),
+            y_test=y_test.astype(np.uint8),
+        )
+        (prepared / f"{cfg.dataset}.json").write_text(
+            json.dumps(
+                {
+                    "dataset": cfg.dataset,
+                    "classes": CLASSES[cfg.dataset],
+                    "shape": list(shape),
+                    "sizes": {"train": 1000, "val": 100, "test": 40},
+                    "provenance": {
+                        "dataset": cfg.dataset,
+                        "title": f"{cfg.dataset} fixture",
+                        "official": cfg.dataset == "mnist",
+                        "source": "official" if cfg.dataset == "mnist" else "/copies/c.npz",
+                        "files": {"f.gz": "ab" * 32},
+                    },
+                }
+            )
+        )
         model = build(cfg.architecture, shape, [0.0] * shape[-1], [1.0] * shape[-1])
         (root / "models" / name).mkdir(parents=True)
         model.save(root / "models" / name / "model.keras")
         out = root / "reports" / name
         out.mkdir(parents=True)
         layer_table(model).to_csv(out / "architecture.csv", index=False)
-        pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "accuracy": [0.6, 0.8], "val_loss": [1.1, 0.6],
-                      "val_accuracy": [0.55, 0.75]}).to_csv(out / "history.csv", index=False)
-        (out / "training.json").write_text(json.dumps({
-            "epochs": 2, "final_train_accuracy": 0.8, "final_val_accuracy": 0.75, "parameters": model.count_params()}))
+        pd.DataFrame(
+            {
+                "epoch": [1, 2],
+                "loss": [1.0, 0.5],
+                "accuracy": [0.6, 0.8],
+                "val_loss": [1.1, 0.6],
+                "val_accuracy": [0.55, 0.75],
+            }
+        ).to_csv(out / "history.csv", index=False)
+        (out / "training.json").write_text(
+            json.dumps(
+                {
+                    "epochs": 2,
+                    "final_train_accuracy": 0.8,
+                    "final_val_accuracy": 0.75,
+                    "parameters": model.count_params(),
+                }
+            )
+        )
         (root / "reports/costs").mkdir(exist_ok=True)
-        (root / f"reports/costs/train-{name}.json").write_text(json.dumps({
-            "train_seconds": 12.5, "train_images_per_second": 160.0, "device": "CPU: fixture"}))
-        (root / f"reports/costs/evaluate-{name}.json").write_text(json.dumps({
-            "inference_images_per_second": 1000.0, "latency_ms_per_image": 1.5, "device": "CPU: fixture"}))
-        (out / "metrics.json").write_text(json.dumps({
-            "test_accuracy": accuracies[name], "test_loss": 0.5, "test_macro_f1": 0.7}))
-        (out / "evaluation.json").write_text(json.dumps({
-            "test_images": 40, "inference_batch_size": 64, "model_size_mb": 3.0}))
+        (root / f"reports/costs/train-{name}.json").write_text(
+            json.dumps({"train_seconds": 12.5, "train_images_per_second": 160.0, "device": "CPU: fixture"})
+        )
+        (root / f"reports/costs/evaluate-{name}.json").write_text(
+            json.dumps({"inference_images_per_second": 1000.0, "latency_ms_per_image": 1.5, "device": "CPU: fixture"})
+        )
+        (out / "metrics.json").write_text(
+            json.dumps({"test_accuracy": accuracies[name], "test_loss": 0.5, "test_macro_f1": 0.7})
+        )
+        (out / "evaluation.json").write_text(
+            json.dumps({"test_images": 40, "inference_batch_size": 64, "model_size_mb": 3.0})
+        )
         classes = CLASSES[cfg.dataset]
         predicted = y_test.copy()
         predicted[:4] = (predicted[:4] + 1) % 10
         pd.DataFrame({"actual": np.array(classes)[y_test], "predicted": np.array(classes)[predicted]}).to_csv(
-            out / "predictions.csv", index=False)
+            out / "predictions.csv", index=False
+        )
         pd.DataFrame({"class": classes, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 4}).to_csv(
-            out / "per_class.csv", index=False)
+            out / "per_class.csv", index=False
+        )
         matrix = np.eye(10, dtype=int) * 4
         pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes).to_csv(out / "confusion.csv")
 
@@ -76,8 +114,13 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     assert "99.12%" in md and "85.34%" in md
     assert "61,706" in md
     assert "non-official" in md and "cifar10 fixture" in md
-    for heading in ("1. LeNet-5's architecture", "2. Its components", "3. LeNet-5's limitations",
-                    "4. AlexNet's architecture", "5. How the two compare"):
+    for heading in (
+        "1. LeNet-5's architecture",
+        "2. Its components",
+        "3. LeNet-5's limitations",
+        "4. AlexNet's architecture",
+        "5. How the two compare",
+    ):
         assert heading in md
     assert "C1 28x28x6, S2 14x14x6, C3 10x10x16, S4 5x5x16" in md
     assert "| C3 | Conv2D | tanh | 10x10x16 | 2,416 | 240,000 | 14x14 |" in md
@@ -117,15 +160,34 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     (fixture_root / "reports/alexnet/metrics.json").write_text(json.dumps(metrics))
     assert report.main([]) == 0
     md = (fixture_root / "reports/report.md").read_text()
-    assert "43.21% (of 40 images); averaged over 10 views of each image (test-time augmentation), single view 41.23%" in md
+    assert (
+        "43.21% (of 40 images); averaged over 10 views of each image (test-time augmentation), single view 41.23%" in md
+    )
 
     assert "Did GPUs matter" not in md  # no GPU run recorded: no such section
 
     # the device check's GPU runs (bench/results/) beside the CPU trainings
     (fixture_root / "bench/results").mkdir(parents=True)
-    (fixture_root / "bench/results/device-jax.json").write_text(json.dumps({"device": "GPU: Fixture 1", "models": [
-        {"model": "alexnet", "backend": "jax", "epochs": 2, "epoch_seconds": 0.5, "images_per_second": 3200.0,
-         "peak_fraction": 0.12, "train_seconds": 3.0, "test_accuracy": 0.9, "test_views": 10}]}))
+    (fixture_root / "bench/results/device-jax.json").write_text(
+        json.dumps(
+            {
+                "device": "GPU: Fixture 1",
+                "models": [
+                    {
+                        "model": "alexnet",
+                        "backend": "jax",
+                        "epochs": 2,
+                        "epoch_seconds": 0.5,
+                        "images_per_second": 3200.0,
+                        "peak_fraction": 0.12,
+                        "train_seconds": 3.0,
+                        "test_accuracy": 0.9,
+                        "test_views": 10,
+                    }
+                ],
+            }
+        )
+    )
     assert report.main([]) == 0
     md = (fixture_root / "reports/report.md").read_text()
     assert "## Did GPUs matter?" in md and "20x the CPU's images per second" in md  # 3200 / 160

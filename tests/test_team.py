@@ -4,6 +4,7 @@ nothing changed but MLFLOW_TRACKING_URI; what DVC sees of a rerun (the same code
 give the same dvc.lock: no run ids, dates or wall times in hashed outputs; the evaluation finds its
 training run by the model file alone); and queued experiments run 2 at a time against the server
 (on TensorFlow, from the session's finished pipeline)."""
+
 import json
 import time
 
@@ -35,8 +36,12 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     (trained,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
     assert trained.info.status == "FINISHED" and trained.data.params["model.learning_rate"] == "0.002"
     assert {"history.csv", "evaluation"} <= {a.path for a in client.list_artifacts(trained.info.run_id)}
-    stored = [o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
-        Bucket="classic-cnns", Prefix="mlflow/")["Contents"]]
+    stored = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="classic-cnns", Prefix="mlflow/")[
+            "Contents"
+        ]
+    ]
     assert any(key.endswith(f"{trained.info.run_id}/artifacts/history.csv") for key in stored)
     assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()  # all on the server
     assert trained.data.tags["keras_backend"] == "jax"
@@ -49,19 +54,20 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     assert ran(again.stdout) == {"train@lenet5", "evaluate@lenet5"}
     assert (project / "dvc.lock").read_text() == lock
     assert "up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout  # the default pipeline (not the grid)
-    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'",
-                              order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'", order_by=["attributes.start_time DESC"]
+    )
     assert len(runs) == 2 and "test_accuracy" in runs[0].data.metrics  # the newest of the two identical models
 
     # A model trained against another store (e.g. fetched with `dvc pull`): evaluate logs it in a run of its own
     other = f"sqlite:///{project.parent / 'other.db'}"
     run(["dvc", "repro", "--force", "--single-item", "evaluate@lenet5"], project, env={"MLFLOW_TRACKING_URI": other})
     other_client = MlflowClient(tracking_uri=other)
-    (elsewhere,) = other_client.search_runs([other_client.get_experiment_by_name("classic-cnns").experiment_id],
-                                            "attributes.run_name = 'lenet5-mnist'")
+    (elsewhere,) = other_client.search_runs(
+        [other_client.get_experiment_by_name("classic-cnns").experiment_id], "attributes.run_name = 'lenet5-mnist'"
+    )
     assert elsewhere.data.tags["trained_elsewhere"] == "true" and "test_accuracy" in elsewhere.data.metrics
     assert (project / "dvc.lock").read_text() == lock
-
 
 
 def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, monkeypatch, team_server):
@@ -84,8 +90,9 @@ def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, m
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "-f"], project, check=False).stdout
     experiment = client.get_experiment_by_name("classic-cnns")
     runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
-    queued = {r.data.params.get("model.learning_rate"): r for r in runs
-              if r.data.params.get("model.learning_rate") in rates}
+    queued = {
+        r.data.params.get("model.learning_rate"): r for r in runs if r.data.params.get("model.learning_rate") in rates
+    }
     assert sorted(queued) == rates, [(r.info.run_name, r.data.params, r.data.tags) for r in runs]
     for r in queued.values():
         assert r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics

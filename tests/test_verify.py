@@ -1,4 +1,5 @@
 """python -m classic_cnns.verify: a rerun against the committed results, output by output."""
+
 import hashlib
 import json
 import os
@@ -61,8 +62,11 @@ def committed_project(root, files: dict[str, bytes], model: bytes) -> None:
 def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     root.mkdir()
-    files = {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode(),
-             "reports/m/history.csv": b"epoch,loss\n1,0.5\n", "reports/m/training.json": b'{"best_epoch": 1}\n'}
+    files = {
+        "reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode(),
+        "reports/m/history.csv": b"epoch,loss\n1,0.5\n",
+        "reports/m/training.json": b'{"best_epoch": 1}\n',
+    }
     model = keras_file(tmp_path)
     committed_project(root, files, model)
 
@@ -72,9 +76,14 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     assert {v for v, _ in verdicts().values()} == {verify.IDENTICAL}
 
     # rounding: the 7th digit of a loss, of an accuracy, of every weight
-    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.50000012\n",
-                 "reports/m/metrics.json": json.dumps({"test_accuracy": 0.8000001, "test_loss": 0.6}).encode(),
-                 "models/m/model.keras": keras_file(tmp_path, 1 + 3e-7)})
+    write(
+        root,
+        {
+            "reports/m/history.csv": b"epoch,loss\n1,0.50000012\n",
+            "reports/m/metrics.json": json.dumps({"test_accuracy": 0.8000001, "test_loss": 0.6}).encode(),
+            "models/m/model.keras": keras_file(tmp_path, 1 + 3e-7),
+        },
+    )
     seen = verdicts()
     assert seen["reports/m/history.csv"][0] == seen["reports/m/metrics.json"][0] == verify.ROUNDING
     assert seen["models/m"][0] == verify.ROUNDING  # from the DVC cache, weight by weight
@@ -83,8 +92,9 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     assert verify.main([]) == 0
 
     # a real change: a loss in the 4th digit, weights 1% off, a corrupted model folder
-    write(root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n",
-                 "models/m/model.keras": keras_file(tmp_path, 1.01)})
+    write(
+        root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n", "models/m/model.keras": keras_file(tmp_path, 1.01)}
+    )
     seen = verdicts()
     assert seen["reports/m/history.csv"][0] == seen["models/m"][0] == verify.DIFFERENT
     (root / "models/m/stray.txt").write_text("x")
@@ -94,16 +104,22 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     # metrics beyond rounding: within the grid's seed spread, or not
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.83, "test_loss": 0.6}).encode()})
     assert verdicts()["reports/m/metrics.json"] == (
-        verify.WITHIN, "test accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)")
+        verify.WITHIN,
+        "test accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)",
+    )
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.70, "test_loss": 0.6}).encode()})
     assert verdicts()["reports/m/metrics.json"][0] == verify.DIFFERENT
 
     # a report committed without rerunning its stage is not what dvc.lock records: never "identical"
     write(root, {"reports/m/training.json": b'{"best_epoch": 2}\n'})
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "by hand", "reports/m/training.json"],
-        root)
+    run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "by hand", "reports/m/training.json"],
+        root,
+    )
     assert verdicts()["reports/m/training.json"] == (
-        verify.DIFFERENT, "the committed copy is not what dvc.lock records (changed without rerunning its stage)")
+        verify.DIFFERENT,
+        "the committed copy is not what dvc.lock records (changed without rerunning its stage)",
+    )
     write(root, {"reports/m/training.json": files["reports/m/training.json"]})
 
     # without the DVC cache a changed model cannot be compared; an output never pulled is not here;
@@ -118,8 +134,13 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
     (root / "reports/m/training.json").unlink()
     assert verdicts()["reports/m/training.json"][0] == verify.MISSING
 
-    cli = subprocess.run([sys.executable, "-m", "classic_cnns.verify"], cwd=root, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    cli = subprocess.run(
+        [sys.executable, "-m", "classic_cnns.verify"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert cli.returncode == 1 and "reports/m/training.json  missing here  [train@m]" in cli.stdout
     assert f"within a relative {verify.RTOL:g}" in cli.stdout
 

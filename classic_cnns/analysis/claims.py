@@ -8,6 +8,7 @@ variance over seeds, with Welch-Satterthwaite degrees of freedom. The verdict is
 the whole interval is above 0, "contradicted" when it is below, and "inconclusive" otherwise,
 with the number of seeds that would make an interval that narrow exclude 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,32 +34,74 @@ class Claim:
 
 
 CLAIMS = [
-    Claim("relu-vs-tanh", "ReLU trains faster than tanh (no vanishing gradients) -- AlexNet", "learning_speed",
-          {"alexnet": 1, "alexnet-tanh": -1}, "AlexNet with ReLU minus with tanh"),
-    Claim("relu-vs-tanh", "ReLU trains faster than tanh (no vanishing gradients) -- LeNet-5", "learning_speed",
-          {"lenet5-relu-avg": 1, "lenet5-tanh-avg": -1}, "LeNet-5 with ReLU minus with tanh"),
-    Claim("dropout", "Dropout prevents overfitting", "generalisation_gap",
-          {"alexnet-no-dropout": 1, "alexnet": -1}, "AlexNet's gap without dropout minus with dropout 0.5"),
-    Claim("pooling", "Max pooling works better than average pooling -- tanh LeNet-5", "test_accuracy",
-          {"lenet5-tanh-max": 1, "lenet5-tanh-avg": -1}, "max minus average pooling"),
-    Claim("pooling", "Max pooling works better than average pooling -- ReLU LeNet-5", "test_accuracy",
-          {"lenet5-relu-max": 1, "lenet5-relu-avg": -1}, "max minus average pooling"),
-    Claim("capacity", "LeNet-5's small capacity cannot handle complex data like CIFAR-10, "
-          "while the deeper AlexNet can", "test_accuracy",
-          {"alexnet": 1, "lenet5-cifar10": -1}, "AlexNet minus LeNet-5 on CIFAR-10"),
-    Claim("capacity", "... and it is the data's complexity that needs the capacity "
-          "(AlexNet's lead is larger on CIFAR-10 than on MNIST)", "test_accuracy",
-          {"alexnet": 1, "lenet5-cifar10": -1, "alexnet-mnist": -1, "lenet5-tanh-avg": 1},
-          "AlexNet's lead over LeNet-5 on CIFAR-10 minus its lead on MNIST"),
-    Claim("first-kernel", "AlexNet's large first kernels capture more global features (11x11 vs 5x5)",
-          "test_accuracy", {"alexnet": 1, "alexnet-kernel5": -1}, "11x11 minus 5x5 first kernel"),
-    Claim("first-kernel", "AlexNet's large first kernels capture more global features (11x11 vs 3x3)",
-          "test_accuracy", {"alexnet": 1, "alexnet-kernel3": -1}, "11x11 minus 3x3 first kernel"),
+    Claim(
+        "relu-vs-tanh",
+        "ReLU trains faster than tanh (no vanishing gradients) -- AlexNet",
+        "learning_speed",
+        {"alexnet": 1, "alexnet-tanh": -1},
+        "AlexNet with ReLU minus with tanh",
+    ),
+    Claim(
+        "relu-vs-tanh",
+        "ReLU trains faster than tanh (no vanishing gradients) -- LeNet-5",
+        "learning_speed",
+        {"lenet5-relu-avg": 1, "lenet5-tanh-avg": -1},
+        "LeNet-5 with ReLU minus with tanh",
+    ),
+    Claim(
+        "dropout",
+        "Dropout prevents overfitting",
+        "generalisation_gap",
+        {"alexnet-no-dropout": 1, "alexnet": -1},
+        "AlexNet's gap without dropout minus with dropout 0.5",
+    ),
+    Claim(
+        "pooling",
+        "Max pooling works better than average pooling -- tanh LeNet-5",
+        "test_accuracy",
+        {"lenet5-tanh-max": 1, "lenet5-tanh-avg": -1},
+        "max minus average pooling",
+    ),
+    Claim(
+        "pooling",
+        "Max pooling works better than average pooling -- ReLU LeNet-5",
+        "test_accuracy",
+        {"lenet5-relu-max": 1, "lenet5-relu-avg": -1},
+        "max minus average pooling",
+    ),
+    Claim(
+        "capacity",
+        "LeNet-5's small capacity cannot handle complex data like CIFAR-10, while the deeper AlexNet can",
+        "test_accuracy",
+        {"alexnet": 1, "lenet5-cifar10": -1},
+        "AlexNet minus LeNet-5 on CIFAR-10",
+    ),
+    Claim(
+        "capacity",
+        "... and it is the data's complexity that needs the capacity "
+        "(AlexNet's lead is larger on CIFAR-10 than on MNIST)",
+        "test_accuracy",
+        {"alexnet": 1, "lenet5-cifar10": -1, "alexnet-mnist": -1, "lenet5-tanh-avg": 1},
+        "AlexNet's lead over LeNet-5 on CIFAR-10 minus its lead on MNIST",
+    ),
+    Claim(
+        "first-kernel",
+        "AlexNet's large first kernels capture more global features (11x11 vs 5x5)",
+        "test_accuracy",
+        {"alexnet": 1, "alexnet-kernel5": -1},
+        "11x11 minus 5x5 first kernel",
+    ),
+    Claim(
+        "first-kernel",
+        "AlexNet's large first kernels capture more global features (11x11 vs 3x3)",
+        "test_accuracy",
+        {"alexnet": 1, "alexnet-kernel3": -1},
+        "11x11 minus 3x3 first kernel",
+    ),
 ]
 
 
-def contrast_interval(samples: dict[str, list[float]], weights: dict[str, float],
-                      level: float = 0.95) -> dict:
+def contrast_interval(samples: dict[str, list[float]], weights: dict[str, float], level: float = 0.95) -> dict:
     """Estimate, standard error, Welch-Satterthwaite df and the `level` interval of
     sum(w * mean(samples[v])). With fewer than 2 samples of some variant there is no interval."""
     estimate = sum(w * float(pd.Series(samples[v]).mean()) for v, w in weights.items())
@@ -68,7 +111,7 @@ def contrast_interval(samples: dict[str, list[float]], weights: dict[str, float]
     var = sum(parts.values())
     if var == 0:
         return {"estimate": estimate, "se": 0.0, "df": math.inf, "low": estimate, "high": estimate}
-    df = var ** 2 / sum(p ** 2 / (len(samples[v]) - 1) for v, p in parts.items() if p > 0)
+    df = var**2 / sum(p**2 / (len(samples[v]) - 1) for v, p in parts.items() if p > 0)
     half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(var)
     return {"estimate": estimate, "se": math.sqrt(var), "df": df, "low": estimate - half, "high": estimate + half}
 
@@ -83,12 +126,16 @@ def verdict(interval: dict, seeds: int) -> tuple[str, str]:
     if high < 0:
         return "contradicted", ""
     if abs(est) < 1e-3:
-        return "inconclusive", ("no difference at this budget (under 0.1 points); a longer budget "
-                                "(more epochs and images, see README) would show whether one appears")
+        return "inconclusive", (
+            "no difference at this budget (under 0.1 points); a longer budget "
+            "(more epochs and images, see README) would show whether one appears"
+        )
     half = (high - low) / 2
     needed = math.ceil(seeds * (half / abs(est)) ** 2) + 1
-    return "inconclusive", (f"if the difference of {100 * est:+.1f} points is real, about {needed} seeds per "
-                            f"variant would resolve it at this budget; or a longer budget")
+    return "inconclusive", (
+        f"if the difference of {100 * est:+.1f} points is real, about {needed} seeds per "
+        f"variant would resolve it at this budget; or a longer budget"
+    )
 
 
 def claims_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -103,14 +150,30 @@ def claims_table(cells: pd.DataFrame) -> pd.DataFrame:
         seeds = min(len(s) for s in samples.values())
         word, decide = verdict(interval, seeds)
         outcomes = cells[cells["variant"].isin(list(claim.contrast)) & (cells["outcome"] != "learned")]
-        rows.append({
-            "group": claim.group, "claim": claim.claim, "measure": claim.measure, "reading": claim.reading,
-            "variants": {v: {"mean": float(pd.Series(s).mean()), "std": float(pd.Series(s).std(ddof=1))
-                             if len(s) > 1 else math.nan, "n": len(s)} for v, s in samples.items()},
-            "difference": interval["estimate"], "ci_low": interval["low"], "ci_high": interval["high"],
-            "df": interval["df"], "seeds": seeds, "verdict": word, "to_decide": decide,
-            "did_not_learn": sorted(f"{r.variant} seed {r.seed}: {r.outcome}" for r in outcomes.itertuples()),
-        })
+        rows.append(
+            {
+                "group": claim.group,
+                "claim": claim.claim,
+                "measure": claim.measure,
+                "reading": claim.reading,
+                "variants": {
+                    v: {
+                        "mean": float(pd.Series(s).mean()),
+                        "std": float(pd.Series(s).std(ddof=1)) if len(s) > 1 else math.nan,
+                        "n": len(s),
+                    }
+                    for v, s in samples.items()
+                },
+                "difference": interval["estimate"],
+                "ci_low": interval["low"],
+                "ci_high": interval["high"],
+                "df": interval["df"],
+                "seeds": seeds,
+                "verdict": word,
+                "to_decide": decide,
+                "did_not_learn": sorted(f"{r.variant} seed {r.seed}: {r.outcome}" for r in outcomes.itertuples()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -119,37 +182,82 @@ def pct(x: float) -> str:
 
 
 def budget_words(budget: dict, seeds: list[int], cells: pd.DataFrame) -> str:
-    return (f"each variant trained {len(seeds)} times (seeds {', '.join(map(str, seeds))}) for {budget['epochs']} "
-            f"epoch{'s' if budget['epochs'] != 1 else ''} on {budget['train_limit'] or 'all'} training images"
-            + (" (a seeded subset)" if budget["train_limit"] else "") + f", validated on {budget['val_limit'] or 'all'} "
-            f"and tested on {int(cells['test_images'].iloc[0]):,} test images; training took "
-            f"{cells['train_seconds'].sum() / 60:.0f} minutes in all on {cells['device'].iloc[0]}"
-            + (f", {int(cells['concurrent_cells'].max())} cells at a time (so each cell's wall time is longer than it would be alone)"
-               if cells.get("concurrent_cells", pd.Series([1])).max() > 1 else ""))
+    return (
+        f"each variant trained {len(seeds)} times (seeds {', '.join(map(str, seeds))}) for {budget['epochs']} "
+        f"epoch{'s' if budget['epochs'] != 1 else ''} on {budget['train_limit'] or 'all'} training images"
+        + (" (a seeded subset)" if budget["train_limit"] else "")
+        + f", validated on {budget['val_limit'] or 'all'} "
+        f"and tested on {int(cells['test_images'].iloc[0]):,} test images; training took "
+        f"{cells['train_seconds'].sum() / 60:.0f} minutes in all on {cells['device'].iloc[0]}"
+        + (
+            f", {int(cells['concurrent_cells'].max())} cells at a time (so each cell's wall time is longer than "
+            "it would be alone)"
+            if cells.get("concurrent_cells", pd.Series([1])).max() > 1
+            else ""
+        )
+    )
 
 
 def verdict_table(table: pd.DataFrame) -> tuple:
-    return ("table", ["Claim (the notebook's)", "Measured", "Variants: mean ± std (%)", "Difference (points)",
-                      "95% CI", "Verdict"],
-            [[r.claim, MEASURES[r.measure], "; ".join(f"{v} {pct(s['mean'])} ± {pct(s['std'])}"
-                                                      for v, s in r.variants.items()),
-              f"{100 * r.difference:+.1f} ({r.reading})", f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]",
-              r.verdict + (f": {r.to_decide}" if r.to_decide else "")
-              + (f" (did not learn: {'; '.join(r.did_not_learn)})" if r.did_not_learn else "")]
-             for r in table.itertuples()])
+    return (
+        "table",
+        ["Claim (the notebook's)", "Measured", "Variants: mean ± std (%)", "Difference (points)", "95% CI", "Verdict"],
+        [
+            [
+                r.claim,
+                MEASURES[r.measure],
+                "; ".join(f"{v} {pct(s['mean'])} ± {pct(s['std'])}" for v, s in r.variants.items()),
+                f"{100 * r.difference:+.1f} ({r.reading})",
+                f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]",
+                r.verdict
+                + (f": {r.to_decide}" if r.to_decide else "")
+                + (f" (did not learn: {'; '.join(r.did_not_learn)})" if r.did_not_learn else ""),
+            ]
+            for r in table.itertuples()
+        ],
+    )
 
 
 def variants_table(cells: pd.DataFrame, ablations) -> tuple:
     summary = cells.groupby("variant", sort=False).agg(
-        seeds=("seed", "count"), parameters=("parameters", "first"),
-        test=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
-        speed=("learning_speed", "mean"), train=("train_accuracy", "mean"), gap=("generalisation_gap", "mean"),
-        seconds=("train_seconds", "mean"), learned=("outcome", lambda s: int((s == "learned").sum())))
-    return ("table", ["Variant", "Changes", "Parameters", "Test accuracy (%)", "Learning speed (%)",
-                      "Training accuracy (%)", "Train - test (points)", "Seconds per run", "Runs that learned"],
-            [[r.Index, ", ".join(f"{k}={x}" for k, x in ablations.changes(r.Index).items()), f"{int(r.parameters):,}",
-              f"{pct(r.test)} ± {pct(r.test_std)}", pct(r.speed), pct(r.train), pct(r.gap), f"{r.seconds:.0f}",
-              f"{int(r.learned)}/{int(r.seeds)}"] for r in summary.itertuples()])
+        seeds=("seed", "count"),
+        parameters=("parameters", "first"),
+        test=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"),
+        speed=("learning_speed", "mean"),
+        train=("train_accuracy", "mean"),
+        gap=("generalisation_gap", "mean"),
+        seconds=("train_seconds", "mean"),
+        learned=("outcome", lambda s: int((s == "learned").sum())),
+    )
+    return (
+        "table",
+        [
+            "Variant",
+            "Changes",
+            "Parameters",
+            "Test accuracy (%)",
+            "Learning speed (%)",
+            "Training accuracy (%)",
+            "Train - test (points)",
+            "Seconds per run",
+            "Runs that learned",
+        ],
+        [
+            [
+                r.Index,
+                ", ".join(f"{k}={x}" for k, x in ablations.changes(r.Index).items()),
+                f"{int(r.parameters):,}",
+                f"{pct(r.test)} ± {pct(r.test_std)}",
+                pct(r.speed),
+                pct(r.train),
+                pct(r.gap),
+                f"{r.seconds:.0f}",
+                f"{int(r.learned)}/{int(r.seeds)}",
+            ]
+            for r in summary.itertuples()
+        ],
+    )
 
 
 def blocks(budgets: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict]], ablations) -> list[tuple]:
@@ -160,36 +268,71 @@ def blocks(budgets: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict]], ablation
     non_official = sorted(set(every.loc[~every["dataset_official"].astype(bool), "dataset_title"]))
     out: list[tuple] = [
         ("h1", "The notebook's claims, measured"),
-        ("p", "Each claim is an experiment: variants of the two networks that differ in one thing, each "
-              "trained with several seeds, with each base model's full-run recipe, regularisation included. "
-              f"Data: {sources}." + (f" **Not official data**: {', '.join(non_official)} (see the main report's "
-                                     "provenance)." if non_official else "")),
-        ("p", "Differences are in percentage points, as mean over seeds; the interval is the 95% Welch "
-              "interval of the difference. **supported**: the interval is above 0; **contradicted**: below; "
-              "**inconclusive**: it contains 0. Each verdict is of the budget its section names."),
+        (
+            "p",
+            "Each claim is an experiment: variants of the two networks that differ in one thing, each "
+            "trained with several seeds, with each base model's full-run recipe, regularisation included. "
+            f"Data: {sources}."
+            + (
+                f" **Not official data**: {', '.join(non_official)} (see the main report's provenance)."
+                if non_official
+                else ""
+            ),
+        ),
+        (
+            "p",
+            "Differences are in percentage points, as mean over seeds; the interval is the 95% Welch "
+            "interval of the difference. **supported**: the interval is above 0; **contradicted**: below; "
+            "**inconclusive**: it contains 0. Each verdict is of the budget its section names.",
+        ),
     ]
     if "full" in budgets:
         table, cells, budget = budgets["full"]
-        out += [("h2", "At full size (GPU)"),
-                ("p", f"The grid at `ablations.full_size`: {budget_words(budget, ablations.seeds, cells)}; "
-                      f"{len(cells)} of {len(ablations.variants) * len(ablations.seeds)} cells "
-                      "(`python -m bench.device --grid N` on a GPU machine; results in ablations/results-full/)."),
-                verdict_table(table)]
+        out += [
+            ("h2", "At full size (GPU)"),
+            (
+                "p",
+                f"The grid at `ablations.full_size`: {budget_words(budget, ablations.seeds, cells)}; "
+                f"{len(cells)} of {len(ablations.variants) * len(ablations.seeds)} cells "
+                "(`python -m bench.device --grid N` on a GPU machine; results in ablations/results-full/).",
+            ),
+            verdict_table(table),
+        ]
     table, cells, budget = budgets["quick"]
-    out += [("h2", "Quick check (small budget, CPU)" if "full" in budgets else "At a small budget (CPU)"),
-            ("p", f"The grid of `dvc repro ablations/dvc.yaml`: {budget_words(budget, ablations.seeds, cells)}. "
-                  "Far shorter than a full training: a network still far from fitting its training images here "
-                  "(see *Training accuracy* below) may rank differently after a full training."
-                  + (" Where the two budgets disagree, the full-size verdict is the one to read." if "full" in budgets
-                     else "")),
-            verdict_table(table)]
+    out += [
+        ("h2", "Quick check (small budget, CPU)" if "full" in budgets else "At a small budget (CPU)"),
+        (
+            "p",
+            f"The grid of `dvc repro ablations/dvc.yaml`: {budget_words(budget, ablations.seeds, cells)}. "
+            "Far shorter than a full training: a network still far from fitting its training images here "
+            "(see *Training accuracy* below) may rank differently after a full training."
+            + (
+                " Where the two budgets disagree, the full-size verdict is the one to read."
+                if "full" in budgets
+                else ""
+            ),
+        ),
+        verdict_table(table),
+    ]
     for size, (_, cells, _) in budgets.items():
-        out += [("h2", "Every variant" + (" at full size" if size == "full" else " at the small budget")),
-                variants_table(cells, ablations)]
-    out.append(("p", "Changing the first kernel keeps the notebook's valid padding, so a smaller kernel also "
-                     "leaves larger feature maps for the layers after it (see the parameter counts): the "
-                     "first-kernel rows compare those whole networks, not the kernel alone."))
-    out.append(("p", "Rerun: `dvc repro ablations/dvc.yaml` (cells already run are cached); the full-size grid: "
-                     "`python -m bench.device --grid 6` on a GPU machine. Each quick cell is an MLflow run under the "
-                     "parent run of the grid, tagged ablation_variant and ablation_groups."))
+        out += [
+            ("h2", "Every variant" + (" at full size" if size == "full" else " at the small budget")),
+            variants_table(cells, ablations),
+        ]
+    out.append(
+        (
+            "p",
+            "Changing the first kernel keeps the notebook's valid padding, so a smaller kernel also "
+            "leaves larger feature maps for the layers after it (see the parameter counts): the "
+            "first-kernel rows compare those whole networks, not the kernel alone.",
+        )
+    )
+    out.append(
+        (
+            "p",
+            "Rerun: `dvc repro ablations/dvc.yaml` (cells already run are cached); the full-size grid: "
+            "`python -m bench.device --grid 6` on a GPU machine. Each quick cell is an MLflow run under the "
+            "parent run of the grid, tagged ablation_variant and ablation_groups.",
+        )
+    )
     return out

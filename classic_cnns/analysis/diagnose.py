@@ -4,9 +4,9 @@ Every few steps it measures, on a fixed batch of validation images: the loss and
 spread of the logits, the fraction of dead ReLU units per layer (units that output 0 for every
 probe image) and the gradient norm per layer.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
@@ -21,13 +21,18 @@ from classic_cnns.training.session import Training, one_hot
 def notebook_config(nb, cfg: Model) -> Model:
     """`cfg`'s architecture and data with the notebook's settings (`diagnose.notebook`), the rest as
     the notebook had it: constant rate, no augmentation, float32."""
-    return Model(architecture=cfg.architecture, dataset=cfg.dataset, optimizer=nb.optimizer,
-                 learning_rate=nb.learning_rate, batch_size=nb.batch_size, input_scaling=nb.input_scaling)
+    return Model(
+        architecture=cfg.architecture,
+        dataset=cfg.dataset,
+        optimizer=nb.optimizer,
+        learning_rate=nb.learning_rate,
+        batch_size=nb.batch_size,
+        input_scaling=nb.input_scaling,
+    )
 
 
 def relu_layers(model) -> list:
-    return [layer for layer in model.layers
-            if getattr(getattr(layer, "activation", None), "__name__", "") == "relu"]
+    return [layer for layer in model.layers if getattr(getattr(layer, "activation", None), "__name__", "") == "relu"]
 
 
 def probe(model, probe_model, relus, x, y) -> tuple[dict, list[dict]]:
@@ -45,11 +50,16 @@ def probe(model, probe_model, relus, x, y) -> tuple[dict, list[dict]]:
     }
     grads = kernel_gradient_norms(model, x, y)
     layers = []
-    for layer, act in zip(relus, activations):
+    for layer, act in zip(relus, activations, strict=False):
         act = np.asarray(act, dtype=np.float32)
         per_unit_max = act.reshape(-1, act.shape[-1]).max(axis=0)
-        layers.append({"layer": layer.name, "dead_fraction": float((per_unit_max <= 0).mean()),
-                       "grad_norm": grads.get(layer.name, float("nan"))})
+        layers.append(
+            {
+                "layer": layer.name,
+                "dead_fraction": float((per_unit_max <= 0).mean()),
+                "grad_norm": grads.get(layer.name, float("nan")),
+            }
+        )
     return step, layers
 
 
@@ -77,7 +87,7 @@ class Probe(keras.callbacks.Callback):
 
 def replay(label: str, cfg: Model, seed: int, diagnose, arrays: dict, meta: dict) -> tuple[list, list]:
     """The first `diagnose.steps` training steps of `cfg` (whole batches only), measured."""
-    cfg = dataclasses.replace(cfg, steps_per_execution=1)
+    cfg = cfg.replace(steps_per_execution=1)
     training = Training(f"diagnose {label}", cfg, seed, meta, arrays["x_train"], arrays["y_train"], checks=False)
     model = training.model
     relus = relu_layers(model)
@@ -90,8 +100,10 @@ def replay(label: str, cfg: Model, seed: int, diagnose, arrays: dict, meta: dict
     probe_cb.measure()
     training.run([probe_cb], drop_remainder=True, progress_bar=False)
     last = probe_cb.steps[-1]
-    print(f"diagnose {label}: after {last['step']} steps probe loss {last['probe_loss']:.4f}, accuracy "
-          f"{last['probe_accuracy']:.3f}, logit spread {last['logit_std']:.4f}")
+    print(
+        f"diagnose {label}: after {last['step']} steps probe loss {last['probe_loss']:.4f}, accuracy "
+        f"{last['probe_accuracy']:.3f}, logit spread {last['logit_std']:.4f}"
+    )
     return probe_cb.steps, probe_cb.layers
 
 
@@ -102,16 +114,28 @@ def summarise(steps: pd.DataFrame, layers: pd.DataFrame, recipes: dict[str, Mode
         last_step = int(s.step.max())
         final_layers = layers[(layers.recipe == label) & (layers.step == last_step)]
         summary["recipes"][label] = {
-            "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
-                         if k in ("optimizer", "learning_rate", "batch_size", "input_scaling", "schedule",
-                                  "warmup_epochs", "mixed_precision", "augment_crop_padding")},
+            "settings": {
+                k: v
+                for k, v in cfg.asdict().items()
+                if k
+                in (
+                    "optimizer",
+                    "learning_rate",
+                    "batch_size",
+                    "input_scaling",
+                    "schedule",
+                    "warmup_epochs",
+                    "mixed_precision",
+                    "augment_crop_padding",
+                )
+            },
             "steps": last_step,
             "final_probe_loss": float(s.probe_loss.iloc[-1]),
             "final_probe_accuracy": float(s.probe_accuracy.iloc[-1]),
             "final_logit_std": float(s.logit_std.iloc[-1]),
             "initial_logit_std": float(s.logit_std.iloc[0]),
-            "dead_fraction": dict(zip(final_layers.layer, final_layers.dead_fraction.astype(float))),
-            "grad_norm": dict(zip(final_layers.layer, final_layers.grad_norm.astype(float))),
+            "dead_fraction": dict(zip(final_layers.layer, final_layers.dead_fraction.astype(float), strict=False)),
+            "grad_norm": dict(zip(final_layers.layer, final_layers.grad_norm.astype(float), strict=False)),
         }
     return summary
 
@@ -119,9 +143,8 @@ def summarise(steps: pd.DataFrame, layers: pd.DataFrame, recipes: dict[str, Mode
 def notebook_overrides(nb, name: str, cfg: Model) -> list[str]:
     """`dvc exp run -S` arguments that turn models.<name> into the notebook's recipe."""
     notebook = notebook_config(nb, cfg)
-    changed = {k: v for k, v in dataclasses.asdict(notebook).items() if v is not None and v != getattr(cfg, k)}
-    spell = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
-    return [f"-S models.{name}.{k}={spell(v)}" for k, v in changed.items()]
+    changed = {k: v for k, v in notebook.asdict().items() if v is not None and v != getattr(cfg, k)}
+    return [f"-S models.{name}.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in changed.items()]
 
 
 if __name__ == "__main__":  # the -S arguments of experiments/notebook-alexnet.sh

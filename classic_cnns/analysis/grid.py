@@ -4,9 +4,9 @@ grid's budget, then scored like any evaluation; its MLflow run is a child of the
 A run that diverges or does not learn is a result here, not an error: it is recorded with its
 outcome (and its MLflow run marked FAILED with the reason), and the grid goes on.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -35,8 +35,12 @@ def budget(params, size: str = "quick") -> dict:
 def grid_id(params) -> str:
     """What makes results comparable: the budget and the base recipes (not the list of variants
     or seeds, so adding one keeps the same parent run)."""
-    return fingerprint(budget(params), {k: dataclasses.asdict(v) for k, v in params.models.items()},
-                       dataclasses.asdict(params.prepare), {k: dataclasses.asdict(v) for k, v in params.data.items()})[:16]
+    return fingerprint(
+        budget(params),
+        {k: v.asdict() for k, v in params.models.items()},
+        params.prepare.asdict(),
+        {k: v.asdict() for k, v in params.data.items()},
+    )[:16]
 
 
 def parent_run_id(params) -> str:
@@ -49,8 +53,11 @@ def parent_run_id(params) -> str:
     gid = grid_id(params)
 
     def first() -> str | None:
-        found = mlflow.search_runs(filter_string=f"tags.{PARENT_TAG} = '{gid}'", output_format="list",
-                                   order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+        found = mlflow.search_runs(
+            filter_string=f"tags.{PARENT_TAG} = '{gid}'",
+            output_format="list",
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+        )
         return found[0].info.run_id if found else None
 
     uri = store.tracking_uri()
@@ -60,9 +67,11 @@ def parent_run_id(params) -> str:
         client = mlflow.MlflowClient()
         experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
         a = params.ablations
-        run = client.create_run(experiment.experiment_id, run_name=f"ablations ({a.epochs} epochs, "
-                                f"{a.train_limit or 'all'} training images)",
-                                tags={PARENT_TAG: gid, **runs.run_tags(), **environment.describe()})
+        run = client.create_run(
+            experiment.experiment_id,
+            run_name=f"ablations ({a.epochs} epochs, {a.train_limit or 'all'} training images)",
+            tags={PARENT_TAG: gid, **runs.run_tags(), **environment.describe()},
+        )
         for key, value in budget(params).items():
             client.log_param(run.info.run_id, f"ablations.{key}", value)
         winner = first()  # on a server no file lock reaches the other machines: the earliest run wins
@@ -78,8 +87,14 @@ def subset(arrays: dict, budget: dict, seed: int) -> dict[str, np.ndarray]:
         keep = np.sort(np.random.default_rng([seed, 1]).choice(len(x), budget["train_limit"], replace=False))
         x, y = x[keep], y[keep]
     val, test = budget["val_limit"] or None, budget["test_limit"] or None
-    return {"x_train": x, "y_train": y, "x_val": arrays["x_val"][:val], "y_val": arrays["y_val"][:val],
-            "x_test": arrays["x_test"][:test], "y_test": arrays["y_test"][:test]}
+    return {
+        "x_train": x,
+        "y_train": y,
+        "x_val": arrays["x_val"][:val],
+        "y_val": arrays["y_val"][:val],
+        "x_test": arrays["x_test"][:test],
+        "y_test": arrays["y_test"][:test],
+    }
 
 
 def measures(history: dict[str, list[float]], epochs: int, train_accuracy: float, test: dict) -> dict:
@@ -110,10 +125,14 @@ def train_cell(params, variant: str, seed: int, size: str = "quick", observers=l
     spent = budget(params, size)
     data = subset(arrays, spent, seed)
     name = f"{variant} (seed {seed})"
-    training = Training(name, cfg, seed, meta, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]),
-                        params.health)
-    print(f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(data['x_train'])} training "
-          f"images, {cfg.epochs} epochs, {training.model.count_params():,} parameters", flush=True)
+    training = Training(
+        name, cfg, seed, meta, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]), params.health
+    )
+    print(
+        f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(data['x_train'])} training "
+        f"images, {cfg.epochs} epochs, {training.model.count_params():,} parameters",
+        flush=True,
+    )
     outcome, failed_at = "learned", None
     try:
         model = training.run(observers(training.progress), progress_bar=False)
@@ -121,18 +140,28 @@ def train_cell(params, variant: str, seed: int, size: str = "quick", observers=l
         model, outcome, failed_at = training.model, failure.reason, failure.epoch
         print(f"{name}: {failure} -- recorded as this cell's outcome", flush=True)
     progress = training.progress
-    test, train = (scored(model, data[f"x_{split}"], data[f"y_{split}"], params.evaluate.batch_size)
-                   for split in ("test", "train"))
+    test, train = (
+        scored(model, data[f"x_{split}"], data[f"y_{split}"], params.evaluate.batch_size) for split in ("test", "train")
+    )
     history = {k: v for k, v in progress.history.items() if k != "epoch_seconds"}
     print(f"{name}: {outcome}; test accuracy {test['accuracy']:.4f}, {progress.seconds:.0f} s", flush=True)
     return {
-        "variant": variant, "seed": seed, "budget": size, **{f"budget_{k}": v for k, v in spent.items()},
-        "outcome": outcome, "failure_epoch": failed_at,
-        "epochs_run": progress.epochs, **measures(history, cfg.epochs, train["accuracy"], test),
-        "train_seconds": round(progress.seconds, 2), "parameters": int(model.count_params()),
-        "train_images": len(data["x_train"]), "test_images": len(data["x_test"]),
-        "dataset_official": meta["provenance"]["official"], "dataset_title": meta["provenance"]["title"],
-        "device": environment.device(), "concurrent_cells": int(os.environ.get(CONCURRENT_ENV, "1")),
+        "variant": variant,
+        "seed": seed,
+        "budget": size,
+        **{f"budget_{k}": v for k, v in spent.items()},
+        "outcome": outcome,
+        "failure_epoch": failed_at,
+        "epochs_run": progress.epochs,
+        **measures(history, cfg.epochs, train["accuracy"], test),
+        "train_seconds": round(progress.seconds, 2),
+        "parameters": int(model.count_params()),
+        "train_images": len(data["x_train"]),
+        "test_images": len(data["x_test"]),
+        "dataset_official": meta["provenance"]["official"],
+        "dataset_title": meta["provenance"]["title"],
+        "device": environment.device(),
+        "concurrent_cells": int(os.environ.get(CONCURRENT_ENV, "1")),
         "history": history,
     }
 
@@ -152,12 +181,26 @@ def run_cell(params, variant: str, seed: int) -> dict:
     cfg = params.ablations.model(params, variant)
     _, meta = load_split(cfg.dataset)  # its tags (train_cell loads and seeds for the training)
     parent = parent_run_id(params)
-    run = mlflow.start_run(run_name=f"{variant}-seed{seed}", tags={
-        "mlflow.parentRunId": parent, "ablation_variant": variant, "ablation_groups": ",".join(claim_groups(variant)),
-        "ablation_seed": str(seed), **runs.run_tags(), **environment.describe(),
-        "architecture": cfg.architecture, **runs.dataset_tags(meta)})
-    mlflow.log_params({**{f"model.{k}": v for k, v in dataclasses.asdict(cfg).items()},
-                       **{f"ablations.{k}": v for k, v in budget(params).items()}, "seed": seed})
+    run = mlflow.start_run(
+        run_name=f"{variant}-seed{seed}",
+        tags={
+            "mlflow.parentRunId": parent,
+            "ablation_variant": variant,
+            "ablation_groups": ",".join(claim_groups(variant)),
+            "ablation_seed": str(seed),
+            **runs.run_tags(),
+            **environment.describe(),
+            "architecture": cfg.architecture,
+            **runs.dataset_tags(meta),
+        },
+    )
+    mlflow.log_params(
+        {
+            **{f"model.{k}": v for k, v in cfg.asdict().items()},
+            **{f"ablations.{k}": v for k, v in budget(params).items()},
+            "seed": seed,
+        }
+    )
     loggers = []
 
     def log_epochs(progress):
@@ -215,7 +258,10 @@ def log_claims(params, table, files: list[Path]) -> None:
     for path in files:
         client.log_artifact(parent, str(path), artifact_path="claims")
     for i, r in enumerate(table.itertuples()):
-        client.set_tag(parent, f"claim.{i + 1}.{r.group}", f"{r.verdict}: {100 * r.difference:+.1f} points "
-                                                          f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]")
+        client.set_tag(
+            parent,
+            f"claim.{i + 1}.{r.group}",
+            f"{r.verdict}: {100 * r.difference:+.1f} points [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]",
+        )
     client.set_terminated(parent, status="FINISHED")
     print(f"claims logged to MLflow run {parent}")

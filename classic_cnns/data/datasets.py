@@ -5,6 +5,7 @@ published files, checksums and formats); any other entry declares what it holds 
 names, image shape) and comes as an .npz in keras.datasets layout. Everything downstream (stage
 output, MLflow tags, the report's prose and tables) names a dataset by what this module says.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -37,10 +38,17 @@ class Dataset:
 
 REGISTRY = {
     "mnist": Dataset(
-        name="mnist", title="MNIST", classes=tuple(str(i) for i in range(10)), image_shape=(28, 28, 1), pad=2,
+        name="mnist",
+        title="MNIST",
+        classes=tuple(str(i) for i in range(10)),
+        image_shape=(28, 28, 1),
+        pad=2,
         layout="idx",
-        urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/",
-              "http://yann.lecun.com/exdb/mnist/"),
+        urls=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
         # the four original IDX files (md5 f68b3c2d..., d53e105e..., 9fb629c4..., ec29112d... as the MNIST site lists)
         files={
             "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -49,13 +57,18 @@ REGISTRY = {
             "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         },
         published={"lenet5": "LeCun et al. (1998) reported 99.05% for LeNet-5 without distortions"},
-        train_images=60_000),
+        train_images=60_000,
+    ),
     "cifar10": Dataset(
-        name="cifar10", title="CIFAR-10",
+        name="cifar10",
+        title="CIFAR-10",
         classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        image_shape=(32, 32, 3), layout="cifar-python", urls=("https://www.cs.toronto.edu/~kriz/",),
+        image_shape=(32, 32, 3),
+        layout="cifar-python",
+        urls=("https://www.cs.toronto.edu/~kriz/",),
         files={"cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"},
-        train_images=50_000),
+        train_images=50_000,
+    ),
 }
 
 
@@ -72,8 +85,9 @@ def get(name: str, source) -> Dataset:
         overrides["classes"] = tuple(source.classes)
     if source.image_shape is not None:
         if len(source.image_shape) != 3 or min(source.image_shape) < 1:
-            raise DatasetError(f"params.yaml: 'data.{name}.image_shape' must be [height, width, channels], "
-                               f"got {source.image_shape}")
+            raise DatasetError(
+                f"params.yaml: 'data.{name}.image_shape' must be [height, width, channels], got {source.image_shape}"
+            )
         overrides["image_shape"] = tuple(source.image_shape)
     if known is not None:
         if source.source != "official":
@@ -84,7 +98,8 @@ def get(name: str, source) -> Dataset:
         raise DatasetError(
             f"params.yaml: 'data.{name}' is not a dataset the pipeline knows ({', '.join(REGISTRY)}): give its "
             "source (the path or URL of an .npz with x_train, y_train, x_test, y_test) and declare "
-            + ", ".join(missing or ["title", "classes", "image_shape"]))
+            + ", ".join(missing or ["title", "classes", "image_shape"])
+        )
     if len(overrides["classes"]) < 2:
         raise DatasetError(f"params.yaml: 'data.{name}.classes' must name at least 2 classes")
     return Dataset(name=name, **overrides)
@@ -107,15 +122,19 @@ def check(ds: Dataset, x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.nda
         x = x[..., None]
     where = f"{ds.title} ({ds.name}) x_{split}"
     if x.ndim != 4 or tuple(x.shape[1:]) != ds.image_shape:
-        raise DatasetError(f"{where}: images are {x.shape[1:]}, expected {ds.image_shape} (height, width, "
-                           f"channels); declare data.{ds.name}.image_shape if your copy differs on purpose")
+        raise DatasetError(
+            f"{where}: images are {x.shape[1:]}, expected {ds.image_shape} (height, width, "
+            f"channels); declare data.{ds.name}.image_shape if your copy differs on purpose"
+        )
     if x.dtype != np.uint8:
         raise DatasetError(f"{where}: pixels are {x.dtype}, expected uint8 (0..255)")
     if len(x) != len(y):
         raise DatasetError(f"{where}: {len(x)} images but {len(y)} labels in y_{split}")
     if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(ds.classes)):
-        raise DatasetError(f"{ds.title} ({ds.name}) y_{split}: labels must be whole numbers 0..{len(ds.classes) - 1} "
-                           f"({len(ds.classes)} classes), found {y.dtype} {y.min()}..{y.max()}")
+        raise DatasetError(
+            f"{ds.title} ({ds.name}) y_{split}: labels must be whole numbers 0..{len(ds.classes) - 1} "
+            f"({len(ds.classes)} classes), found {y.dtype} {y.min()}..{y.max()}"
+        )
     if ds.pad:
         x = np.pad(x, ((0, 0), (ds.pad, ds.pad), (ds.pad, ds.pad), (0, 0)))
     return x, y.astype(np.uint8)

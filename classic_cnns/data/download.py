@@ -7,23 +7,24 @@ goes to a temporary folder that is moved into place only when every file checks 
 leaves nothing behind. A local copy (an .npz path or URL) is fetched the same way; its sha256 is
 recorded and the dataset is marked non-official.
 """
+
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
 import shutil
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
+
+import urllib3
+from urllib3.exceptions import MaxRetryError
+from urllib3.util import Retry
 
 from classic_cnns.data.datasets import Dataset
 from classic_cnns.errors import DiskFull, UserError, check_free_space, is_disk_full
+from classic_cnns.outputs import sha256
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -86,99 +87,145 @@ def candidate_urls(name: str, filename: str, bases: list[str]) -> list[str]:
     return urls
 
 
-def _is_transient(exc: Exception) -> bool:
-    """Worth another try: a dropped connection, a timeout, a 5xx, 408 or 429 answer."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code in (408, 429) or exc.code >= 500
-    return isinstance(exc, (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, Dropped))
+TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)  # answers worth another try
+POOL = urllib3.PoolManager()
 
 
-def _open(url: str, offset: int):
-    """(readable stream, total size or None, first byte it sends) for an http(s)/file URL or a
-    local path; an http(s) download asks for the bytes from `offset` on (HTTP Range) and gets
-    them where the server allows, else the whole file."""
-    if "://" not in url:
-        path = Path(url)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
-        return path.open("rb"), path.stat().st_size, 0
-    if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
-        raise DownloadError(f"unsupported URL scheme in {url} (use http, https, file or a path)")
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    response = urllib.request.urlopen(request, timeout=timeout_s())  # noqa: S310 (scheme checked above)
-    content_range = response.headers.get("Content-Range", "")
-    if offset and getattr(response, "status", 200) == 206 and content_range.startswith(f"bytes {offset}-"):
-        total = content_range.rpartition("/")[2]
-        return response, int(total) if total.isdigit() else None, offset
-    size = response.headers.get("Content-Length")
-    return response, int(size) if size else None, 0
+def _retry() -> Retry:
+    """Another try for a refused or dropped connection, a timeout or a transient answer, up to
+    $DATA_DOWNLOAD_ATTEMPTS tries in all, waiting BACKOFF_S, then twice as long after each failure."""
+    return Retry(
+        total=attempts() - 1,
+        status_forcelist=TRANSIENT_STATUS,
+        backoff_factor=BACKOFF_S,
+        respect_retry_after_header=False,
+    )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fetch_to(url: str, dest: Path, label: str) -> str:
-    """Stream url into dest, continuing a partial dest where the server allows; return the sha256
-    of the whole file. Shows progress on a terminal."""
-    stream, size, start = _open(url, dest.stat().st_size if dest.exists() else 0)
+def _copy(stream, dest: Path, append: bool, size: int | None, label: str) -> int:
+    """Stream into dest (appending to what it holds, or from the start); the bytes it holds now.
+    Shows progress on a terminal."""
     if size is not None:
-        check_free_space(dest.parent, size - start, f"downloading {dest.name} ({size:,} bytes)")
+        check_free_space(
+            dest.parent, size - (dest.stat().st_size if append else 0), f"downloading {dest.name} ({size:,} bytes)"
+        )
     show = sys.stderr.isatty()
-    done = start
-    with stream, dest.open("ab" if start else "wb") as out:
-        while chunk := stream.read(1 << 20):
+    with dest.open("ab" if append else "wb") as out:
+        while chunk := stream.read1(1 << 20) if hasattr(stream, "read1") else stream.read(1 << 20):
             out.write(chunk)
-            done += len(chunk)
             if show:
                 total = f"/{size / 1e6:.1f}" if size else ""
-                print(f"\r  {label}: {done / 1e6:.1f}{total} MB", end="", file=sys.stderr, flush=True)
+                print(f"\r  {label}: {out.tell() / 1e6:.1f}{total} MB", end="", file=sys.stderr, flush=True)
+        done = out.tell()
     if show:
         print(file=sys.stderr)
-    if size is not None and done != size:
-        raise Dropped(f"connection closed after {done:,} of {size:,} bytes")
-    return sha256_of(dest)
+    return done
+
+
+def _fetch_http(url: str, dest: Path) -> int:
+    """Download url into dest with urllib3's retries; a connection dropped mid-file is another
+    try that asks for the missing bytes (HTTP Range) where the server allows, else the whole file.
+    Returns the number of tries it took; a failure carries it as `.tries`."""
+    retry, timeout = _retry(), urllib3.Timeout(connect=timeout_s(), read=timeout_s())
+    while True:
+        offset = dest.stat().st_size if dest.exists() else 0
+        try:
+            response = POOL.request(
+                "GET",
+                url,
+                headers={"Range": f"bytes={offset}-"} if offset else {},
+                preload_content=False,
+                retries=retry,
+                timeout=timeout,
+            )
+            retry = response.retries or retry
+            if response.status >= 400:
+                raise DownloadError(f"HTTP {response.status} {response.reason}")
+            content_range = response.headers.get("Content-Range", "")
+            resumed = response.status == 206 and content_range.startswith(f"bytes {offset}-")
+            total = content_range.rpartition("/")[2] if resumed else response.headers.get("Content-Length")
+            size = int(total) if total and total.isdigit() else None
+            with response:
+                done = _copy(response, dest, resumed, size, dest.name)
+            if size is not None and done != size:
+                raise Dropped(f"connection closed after {done:,} of {size:,} bytes")
+            return len(retry.history) + 1
+        except MaxRetryError as exc:  # urllib3's tries are spent
+            raise _tried(DownloadError(f"{type(exc.reason).__name__}: {exc.reason}"), attempts()) from None
+        except (urllib3.exceptions.HTTPError, Dropped, OSError) as exc:
+            if isinstance(exc, OSError) and is_disk_full(exc):
+                raise
+            try:
+                retry = retry.increment("GET", url, error=_as_read_error(exc))
+            except MaxRetryError:
+                raise _tried(DownloadError(f"{type(exc).__name__}: {exc}"), attempts()) from None
+            except (urllib3.exceptions.HTTPError, Dropped, OSError):
+                raise _tried(DownloadError(f"{type(exc).__name__}: {exc}"), len(retry.history) + 1) from None
+            retry.sleep()
+        except DownloadError as exc:
+            raise _tried(exc, len(retry.history) + 1) from None
+
+
+def _as_read_error(exc: Exception) -> Exception:
+    """A dropped body as the read error urllib3's Retry counts."""
+    return exc if isinstance(exc, urllib3.exceptions.HTTPError) else urllib3.exceptions.ProtocolError(str(exc), exc)
+
+
+def _tried(exc: DownloadError, tries: int) -> DownloadError:
+    exc.tries = tries
+    return exc
+
+
+def fetch_to(url: str, dest: Path) -> tuple[str, int]:
+    """Fetch url (http(s), file:// or a local path) into dest: (sha256 of the file, tries it took)."""
+    if "://" not in url or url.startswith("file://"):
+        path = Path(urllib.parse.urlparse(url).path if "://" in url else url)
+        if not path.is_file():
+            raise _tried(DownloadError(f"FileNotFoundError: no such file: {path}"), 1)
+        with path.open("rb") as stream:
+            _copy(stream, dest, False, path.stat().st_size, dest.name)
+        return sha256(dest), 1
+    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+        raise _tried(DownloadError(f"unsupported URL scheme in {url} (use http, https, file or a path)"), 1)
+    tries = _fetch_http(url, dest)
+    return sha256(dest), tries
 
 
 def fetch_checked(urls: list[str], dest: Path, expected_sha256: str | None) -> tuple[str, str]:
-    """Try each URL in turn until one gives the expected bytes, retrying a transient failure with
-    backoff (resuming a partial file with HTTP Range where the server allows).
+    """Try each URL in turn until one gives the expected bytes (each with its retries).
 
     Returns (url, sha256). Raises DownloadError naming every URL tried and why it failed, or
     DiskFull; either way dest is removed.
     """
-    failures, tries = [], attempts()
+    failures = []
+    attempts()  # a bad setting is named before anything is fetched
     for url in urls:
         dest.unlink(missing_ok=True)
-        delay = BACKOFF_S
-        for attempt in range(1, tries + 1):
-            try:
-                sha = fetch_to(url, dest, dest.name)
-            except Exception as exc:  # noqa: BLE001 - every failure is reported below
-                if isinstance(exc, DiskFull) or is_disk_full(exc):
-                    dest.unlink(missing_ok=True)
-                    raise exc if isinstance(exc, DiskFull) else DiskFull(dest.parent, what=f"downloading {dest.name}") from exc
-                reason = f"{type(exc).__name__}: {exc}"
-                if attempt < tries and _is_transient(exc):
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                dest.unlink(missing_ok=True)
-                failures.append(f"{url} ({reason}; {attempt} attempt{'s' * (attempt > 1)})")
-                break
-            if expected_sha256 and sha != expected_sha256:
-                dest.unlink(missing_ok=True)
-                failures.append(f"{url} (checksum mismatch for {dest.name}: expected sha256 "
-                                f"{expected_sha256}, got {sha})")
-                break
-            return url, sha
-    raise DownloadError(f"could not get {dest.name}; tried: {'; '.join(failures)}. Check the network, or set "
-                        "DATA_MIRROR to a folder or http(s) URL holding the official files, or point "
-                        "data.<dataset>.source at a local .npz copy.")
+        try:
+            sha, tries = fetch_to(url, dest)
+        except DiskFull:
+            dest.unlink(missing_ok=True)
+            raise
+        except OSError as exc:
+            dest.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskFull(dest.parent, what=f"downloading {dest.name}") from exc
+            raise
+        except DownloadError as exc:
+            dest.unlink(missing_ok=True)
+            tries = getattr(exc, "tries", 1)
+            failures.append(f"{url} ({exc}; {tries} attempt{'s' * (tries > 1)})")
+            continue
+        if expected_sha256 and sha != expected_sha256:
+            dest.unlink(missing_ok=True)
+            failures.append(f"{url} (checksum mismatch for {dest.name}: expected sha256 {expected_sha256}, got {sha})")
+            continue
+        return url, sha
+    raise DownloadError(
+        f"could not get {dest.name}; tried: {'; '.join(failures)}. Check the network, or set "
+        "DATA_MIRROR to a folder or http(s) URL holding the official files, or point "
+        "data.<dataset>.source at a local .npz copy."
+    )
 
 
 def check_npz(path: Path, source: str) -> None:
@@ -189,20 +236,26 @@ def check_npz(path: Path, source: str) -> None:
     if not zipfile.is_zipfile(path):  # np.load would call any other file "pickled data"
         with path.open("rb") as fh:
             head = fh.read(16)
-        raise DownloadError(f"{source}: not an .npz (a zip archive of arrays, as numpy.savez writes): it starts "
-                            f"with {head!r}; save the arrays with numpy.savez(path, x_train=..., y_train=..., "
-                            "x_test=..., y_test=...)")
+        raise DownloadError(
+            f"{source}: not an .npz (a zip archive of arrays, as numpy.savez writes): it starts "
+            f"with {head!r}; save the arrays with numpy.savez(path, x_train=..., y_train=..., "
+            "x_test=..., y_test=...)"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
-                raise DownloadError(f"{source}: the .npz lacks {', '.join(missing)}; it needs "
-                                    f"{', '.join(NPZ_KEYS)} as keras.datasets.<name>.load_data() gives")
+                raise DownloadError(
+                    f"{source}: the .npz lacks {', '.join(missing)}; it needs "
+                    f"{', '.join(NPZ_KEYS)} as keras.datasets.<name>.load_data() gives"
+                )
             for split in ("train", "test"):
                 x, y = npz[f"x_{split}"], npz[f"y_{split}"]
                 if len(x) != len(y) or x.ndim not in (3, 4):
-                    raise DownloadError(f"{source}: x_{split} {x.shape} and y_{split} {y.shape} do not "
-                                        "form images (N,H,W[,C]) with one label each")
+                    raise DownloadError(
+                        f"{source}: x_{split} {x.shape} and y_{split} {y.shape} do not "
+                        "form images (N,H,W[,C]) with one label each"
+                    )
     except (OSError, ValueError) as exc:
         raise DownloadError(f"{source}: not a readable .npz ({exc})") from None
 
@@ -228,8 +281,13 @@ def download(ds: Dataset, source: str, out_dir: Path, fetch_from: str | None = N
             check_npz(tmp / filename, source)
             print(f"{ds.name}: local copy {source} sha256 {files[filename]}")
             title = f"{ds.title} (non-official local copy)"
-        provenance = {"dataset": ds.name, "title": title, "official": source == "official",
-                      "source": source, "files": files}
+        provenance = {
+            "dataset": ds.name,
+            "title": title,
+            "official": source == "official",
+            "source": source,
+            "files": files,
+        }
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary folder
         if out_dir.exists():

@@ -5,6 +5,7 @@
   to disk) and unpickled with an unpickler that only builds plain containers and numpy arrays.
 - A local copy: an .npz in keras.datasets layout, read with allow_pickle=False.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -33,7 +34,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise FormatError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
     ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise FormatError(f"{path}: header says {dims} = {int(np.prod(dims))} bytes, body has {body.size}")
@@ -52,8 +53,10 @@ class _SafeUnpickler(pickle.Unpickler):
     """CIFAR batches are pickled dicts of bytes, lists and numpy arrays; allow nothing else."""
 
     ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
     }
 
     def find_class(self, module, name):
@@ -88,12 +91,3 @@ def read_cifar10(archive: Path) -> tuple[np.ndarray, ...]:
 def read_npz(path: Path) -> tuple[np.ndarray, ...]:
     with np.load(path, allow_pickle=False) as npz:
         return tuple(np.asarray(npz[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
-
-
-def read_raw(dataset: str, folder: Path) -> tuple[np.ndarray, ...]:
-    """(x_train, y_train, x_test, y_test) from whatever the download stage left in folder."""
-    if (folder / f"{dataset}.npz").exists():
-        return read_npz(folder / f"{dataset}.npz")
-    if dataset == "mnist":
-        return read_mnist(folder)
-    return read_cifar10(folder / "cifar-10-python.tar.gz")

@@ -5,6 +5,7 @@ confusion.csv and predictions.csv (actual/predicted per test image, for DVC's co
 all of it added to the MLflow run that trained the model. The inference speed, latency, memory and
 device go to reports/costs/evaluate-<name>.json, which DVC does not hash.
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -16,19 +17,30 @@ from classic_cnns import costs, outputs, paths
 LOGGED = ("metrics.json", "evaluation.json", "per_class.csv", "confusion.csv")
 
 
-def write_outputs(name: str, metrics: dict, details: dict, cost: dict, scores: tuple, y_test: np.ndarray,
-                  probs: np.ndarray, classes: list[str]) -> None:
+def write_outputs(
+    name: str,
+    metrics: dict,
+    details: dict,
+    cost: dict,
+    scores: tuple,
+    y_test: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+) -> None:
     """The stage's files (each written whole or not at all); `scores`: (confusion matrix, per-class scores)."""
     matrix, per_class = scores
     out = paths.model_reports(name)
     outputs.write_json(out / "metrics.json", metrics)
     outputs.write_json(out / "evaluation.json", details)
     outputs.write_csv(per_class, out / "per_class.csv", index=False, float_format="%.4f")
-    outputs.write_csv(pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes),
-                      out / "confusion.csv")
-    outputs.write_csv(pd.DataFrame({"actual": np.array(classes)[y_test],
-                                    "predicted": np.array(classes)[probs.argmax(axis=1)]}),
-                      out / "predictions.csv", index=False)
+    outputs.write_csv(
+        pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes), out / "confusion.csv"
+    )
+    outputs.write_csv(
+        pd.DataFrame({"actual": np.array(classes)[y_test], "predicted": np.array(classes)[probs.argmax(axis=1)]}),
+        out / "predictions.csv",
+        index=False,
+    )
     costs.write("evaluate", name, cost)
 
 
@@ -36,9 +48,21 @@ def log_to_run(run_id: str, name: str, metrics: dict, details: dict, cost: dict)
     """The evaluation's numbers and files, added to the run that trained the model."""
     with mlflow.start_run(run_id=run_id):
         # tags, not params: a rerun with other evaluation knobs re-scores the same training run
-        mlflow.set_tags({"evaluate.batch_size": str(details["inference_batch_size"]),
-                         "evaluate.test_views": str(details["test_views"])})
-        mlflow.log_metrics({**metrics, **{k: v for k, v in {**details, **cost}.items()
-                                          if isinstance(v, (int, float)) and k != "inference_batch_size"}})
+        mlflow.set_tags(
+            {
+                "evaluate.batch_size": str(details["inference_batch_size"]),
+                "evaluate.test_views": str(details["test_views"]),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **metrics,
+                **{
+                    k: v
+                    for k, v in {**details, **cost}.items()
+                    if isinstance(v, (int, float)) and k != "inference_batch_size"
+                },
+            }
+        )
         for f in LOGGED:
             mlflow.log_artifact(str(paths.model_reports(name) / f), artifact_path="evaluation")

@@ -4,6 +4,7 @@ the claims grid), per-class scores, the confusion matrix and inference speed.
 `test_loss` is always the plain cross-entropy of the predicted probabilities (no label smoothing,
 whatever the training used), so losses compare across recipes.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,7 @@ def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> pd.DataFrame
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return pd.DataFrame({"class": class_names, "precision": precision, "recall": recall, "f1": f1,
-                         "support": actual})
+    return pd.DataFrame({"class": class_names, "precision": precision, "recall": recall, "f1": f1, "support": actual})
 
 
 def accuracy_and_loss(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -42,8 +42,15 @@ def score(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[dict, n
     matrix = confusion_matrix(y, probs.argmax(axis=1), len(classes))
     per_class = per_class_scores(matrix, classes)
     metrics = accuracy_and_loss(probs, y)
-    return ({"test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"],
-             "test_macro_f1": float(per_class["f1"].mean())}, matrix, per_class)
+    return (
+        {
+            "test_accuracy": metrics["accuracy"],
+            "test_loss": metrics["loss"],
+            "test_macro_f1": float(per_class["f1"].mean()),
+        },
+        matrix,
+        per_class,
+    )
 
 
 def timed_predict(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:

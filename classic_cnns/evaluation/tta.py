@@ -2,6 +2,7 @@
 predictions evaluation averages. Kept apart from classic_cnns/training/augment.py so that changing
 evaluation does not make the training stages stale.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,13 +21,14 @@ def tta_views(cfg, enabled: bool) -> list[tuple[int, int, bool]]:
     return [(dy, dx, m) for dy, dx in offsets for m in ((False, True) if flip else (False,))]
 
 
-def predict(model, x: np.ndarray, views: list[tuple[int, int, bool]], batch_size: int,
-            centre: np.ndarray | None = None) -> np.ndarray:
+def predict(
+    model, x: np.ndarray, views: list[tuple[int, int, bool]], batch_size: int, centre: np.ndarray | None = None
+) -> np.ndarray:
     """Class probabilities averaged over `views` (tta_views; one view: a plain predict).
     `centre`: the model's probabilities for `x` itself (the first view), when already computed."""
     pad = max(max(abs(dy), abs(dx)) for dy, dx, _ in views)
     total = centre
-    for dy, dx, mirrored in views[1 if centre is not None else 0:]:
+    for dy, dx, mirrored in views[1 if centre is not None else 0 :]:
         view = shift(x, pad, pad + dy, pad + dx) if pad else x
         if mirrored:
             view = view[:, :, ::-1]

@@ -1,6 +1,7 @@
 """AlexNet three ways, from built models: the reference notebook's ImageNet AlexNet (valid padding
 throughout), Krizhevsky et al.'s (2012) and the CIFAR-10 adaptation this project trains, with
 what each difference costs in parameters and multiply-adds."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -22,8 +23,11 @@ def comparison_blocks(trained: dict) -> list[tuple]:
     """Layer by layer: output shape and parameters of each AlexNet; then the cost of each difference."""
     built = tables()
     ours = trained["architecture"]
-    nets = {"Krizhevsky et al. (ImageNet)": built["krizhevsky"], "the notebook (ImageNet)": built["notebook"],
-            f"this run ({trained['dataset']})": ours}
+    nets = {
+        "Krizhevsky et al. (ImageNet)": built["krizhevsky"],
+        "the notebook (ImageNet)": built["notebook"],
+        f"this run ({trained['dataset']})": ours,
+    }
     rows = []
     for layer in STAGES:
         row = [layer]
@@ -58,9 +62,13 @@ def comparison_blocks(trained: dict) -> list[tuple]:
         f"training images and {len(trained['data']['classes'])} classes: fc6 holds {fc6['ours']:,} parameters and "
         f"the output layer {int(_row(ours, 'output').parameters):,}.",
     ]
-    return ([("h2", "AlexNet for ImageNet and for 32x32 images"),
-             ("p", "Built from the same code as the trained model (classic_cnns/model/networks.py; untrained): output shape "
-                   "and parameters of each layer. Krizhevsky et al.'s local response normalisation has no "
-                   "weights and is left out."),
-             ("table", ["layer", *nets], rows)]
-            + [("p", t) for t in text])
+    return [
+        ("h2", "AlexNet for ImageNet and for 32x32 images"),
+        (
+            "p",
+            "Built from the same code as the trained model (classic_cnns/model/networks.py; untrained): output shape "
+            "and parameters of each layer. Krizhevsky et al.'s local response normalisation has no "
+            "weights and is left out.",
+        ),
+        ("table", ["layer", *nets], rows),
+    ] + [("p", t) for t in text]

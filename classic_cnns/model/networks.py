@@ -7,11 +7,11 @@ notebook's; `batch_norm` and `kernel_initializer` are explicit additions, off by
 `activation`, `pooling`, `dropout` and `first_kernel` default to each architecture's own (see
 DEFAULTS); the claims grid (classic_cnns/analysis/grid.py) changes them one at a time.
 """
+
 from __future__ import annotations
 
 import keras
 from keras import layers
-
 
 TITLES = {"lenet5": "LeNet-5", "alexnet": "AlexNet"}
 
@@ -28,8 +28,15 @@ class Blocks:
     conv/dense is followed by BatchNormalization before its activation (and loses its bias);
     dropout 0 adds no layer at all."""
 
-    def __init__(self, batch_norm: bool = False, kernel_initializer: str = "glorot_uniform",
-                 activation: str = "relu", pooling: str = "max", dropout: float = 0.0, first_kernel: int = 5):
+    def __init__(
+        self,
+        batch_norm: bool = False,
+        kernel_initializer: str = "glorot_uniform",
+        activation: str = "relu",
+        pooling: str = "max",
+        dropout: float = 0.0,
+        first_kernel: int = 5,
+    ):
         self.batch_norm, self.init = batch_norm, kernel_initializer
         self.activation, self.pooling, self.dropout, self.first_kernel = activation, pooling, dropout, first_kernel
 
@@ -47,15 +54,26 @@ class Blocks:
 
     def conv(self, x, filters: int, size: int, name: str, **kwargs):
         activation = self.activation
-        x = layers.Conv2D(filters, size, name=name, kernel_initializer=self.init,
-                          activation=None if self.batch_norm else activation,
-                          use_bias=not self.batch_norm, **kwargs)(x)
+        x = layers.Conv2D(
+            filters,
+            size,
+            name=name,
+            kernel_initializer=self.init,
+            activation=None if self.batch_norm else activation,
+            use_bias=not self.batch_norm,
+            **kwargs,
+        )(x)
         return self._finish(x, name, activation)
 
     def dense(self, x, units: int, name: str):
         activation = self.activation
-        x = layers.Dense(units, name=name, kernel_initializer=self.init,
-                         activation=None if self.batch_norm else activation, use_bias=not self.batch_norm)(x)
+        x = layers.Dense(
+            units,
+            name=name,
+            kernel_initializer=self.init,
+            activation=None if self.batch_norm else activation,
+            use_bias=not self.batch_norm,
+        )(x)
         return self._finish(x, name, activation)
 
 
@@ -103,14 +121,27 @@ def alexnet_imagenet(variant: str) -> keras.Model:
     krizhevsky = variant == "krizhevsky"
     side = 227 if krizhevsky else 224
     inputs = keras.Input(shape=(side, side, 3), name="pixels")
-    outputs = alexnet(inputs, 1000, Blocks(activation="relu", pooling="max", dropout=0.5, first_kernel=11), stride=4,
-                      padding="same" if krizhevsky else "valid", groups=2 if krizhevsky else 1)
+    outputs = alexnet(
+        inputs,
+        1000,
+        Blocks(activation="relu", pooling="max", dropout=0.5, first_kernel=11),
+        stride=4,
+        padding="same" if krizhevsky else "valid",
+        groups=2 if krizhevsky else 1,
+    )
     return keras.Model(inputs, outputs, name=f"alexnet_imagenet_{variant}")
 
 
-def build(architecture: str, input_shape: tuple[int, int, int], mean: list[float], std: list[float],
-          num_classes: int = 10, batch_norm: bool = False, kernel_initializer: str = "glorot_uniform",
-          **choices) -> keras.Model:
+def build(
+    architecture: str,
+    input_shape: tuple[int, int, int],
+    mean: list[float],
+    std: list[float],
+    num_classes: int = 10,
+    batch_norm: bool = False,
+    kernel_initializer: str = "glorot_uniform",
+    **choices,
+) -> keras.Model:
     """`choices` (activation, pooling, dropout, first_kernel) left out or None take the
     architecture's own from DEFAULTS."""
     unknown = set(choices) - set(DEFAULTS[architecture])
@@ -141,12 +172,14 @@ def layer_table(model: keras.Model):
     rows = []
     for layer in model.layers[1:]:  # skip the Input
         activation = getattr(layer, "activation", None)
-        rows.append({
-            "layer": layer.name,
-            "type": type(layer).__name__,
-            "activation": getattr(activation, "__name__", "") if activation else "",
-            "output_shape": "x".join(str(d) for d in layer.output.shape[1:]),
-            "parameters": layer.count_params(),
-            "multiply_adds": multiply_adds(layer),
-        })
+        rows.append(
+            {
+                "layer": layer.name,
+                "type": type(layer).__name__,
+                "activation": getattr(activation, "__name__", "") if activation else "",
+                "output_shape": "x".join(str(d) for d in layer.output.shape[1:]),
+                "parameters": layer.count_params(),
+                "multiply_adds": multiply_adds(layer),
+            }
+        )
     return pd.DataFrame(rows)

@@ -3,6 +3,7 @@
 Everything here is a function of a `models.<name>` entry (params.Model), so that the train stage,
 the claims grid, the diagnosis and the benchmarks build the same model the same way.
 """
+
 from __future__ import annotations
 
 
@@ -25,9 +26,11 @@ def learning_rate(cfg, steps_per_epoch: int):
     warmup = cfg.warmup_epochs * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else cfg.learning_rate,
-        warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup,
+        warmup_target=cfg.learning_rate if warmup else None,
+        warmup_steps=warmup,
         decay_steps=max(1, cfg.epochs * steps_per_epoch - warmup),
-        alpha=1.0 if cfg.schedule == "constant" else 0.0)
+        alpha=1.0 if cfg.schedule == "constant" else 0.0,
+    )
 
 
 def make_optimizer(cfg, steps_per_epoch: int):
@@ -59,10 +62,23 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
     mean, std = input_stats(cfg, meta)
-    model = build(cfg.architecture, tuple(meta["shape"]), mean, std, len(meta["classes"]),
-                  batch_norm=cfg.batch_norm, kernel_initializer=cfg.kernel_initializer,
-                  activation=cfg.activation, pooling=cfg.pooling, dropout=cfg.dropout, first_kernel=cfg.first_kernel)
-    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"], steps_per_execution=steps_per_execution(cfg.steps_per_execution))
+    model = build(
+        cfg.architecture,
+        tuple(meta["shape"]),
+        mean,
+        std,
+        len(meta["classes"]),
+        batch_norm=cfg.batch_norm,
+        kernel_initializer=cfg.kernel_initializer,
+        activation=cfg.activation,
+        pooling=cfg.pooling,
+        dropout=cfg.dropout,
+        first_kernel=cfg.first_kernel,
+    )
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution(cfg.steps_per_execution),
+    )
     return model

@@ -1,4 +1,5 @@
 """A model's configuration in words, for the report and the claims table."""
+
 from __future__ import annotations
 
 from classic_cnns.model.networks import DEFAULTS, TITLES
@@ -16,19 +17,23 @@ def choices(cfg) -> dict:
 
 
 def recipe(cfg) -> str:
-    parts = [f"{cfg.optimizer}" + (f" (momentum {cfg.momentum:g}{', Nesterov' if cfg.nesterov else ''})"
-                                   if cfg.optimizer == "sgd" else ""),
-             f"lr {cfg.learning_rate:g} {cfg.schedule}" + (f" after {cfg.warmup_epochs} warm-up epochs"
-                                                           if cfg.warmup_epochs else ""),
-             f"batch {cfg.batch_size}", f"inputs {cfg.input_scaling}"]
+    parts = [
+        f"{cfg.optimizer}"
+        + (f" (momentum {cfg.momentum:g}{', Nesterov' if cfg.nesterov else ''})" if cfg.optimizer == "sgd" else ""),
+        f"lr {cfg.learning_rate:g} {cfg.schedule}"
+        + (f" after {cfg.warmup_epochs} warm-up epochs" if cfg.warmup_epochs else ""),
+        f"batch {cfg.batch_size}",
+        f"inputs {cfg.input_scaling}",
+    ]
     if cfg.mixed_precision:
         parts.append("mixed bfloat16")
     return "; ".join(parts)
 
 
 def additions(cfg) -> str:
-    extra = (["batch normalisation"] if cfg.batch_norm else []) + \
-            ([f"{cfg.kernel_initializer} initialisation"] if cfg.kernel_initializer != "glorot_uniform" else [])
+    extra = (["batch normalisation"] if cfg.batch_norm else []) + (
+        [f"{cfg.kernel_initializer} initialisation"] if cfg.kernel_initializer != "glorot_uniform" else []
+    )
     return ", ".join(extra) or "none (the notebook's layers)"
 
 
@@ -40,9 +45,11 @@ def regularisation(cfg) -> str:
         parts.append(f"weight decay {cfg.weight_decay:g}")
     if cfg.label_smoothing:
         parts.append(f"label smoothing {cfg.label_smoothing:g}")
-    augmentation = (([f"crop, pad {cfg.augment_crop_padding}"] if cfg.augment_crop_padding else [])
-                    + (["flip"] if cfg.augment_flip else [])
-                    + ([f"cutout {cfg.augment_cutout}x{cfg.augment_cutout}"] if cfg.augment_cutout else []))
+    augmentation = (
+        ([f"crop, pad {cfg.augment_crop_padding}"] if cfg.augment_crop_padding else [])
+        + (["flip"] if cfg.augment_flip else [])
+        + ([f"cutout {cfg.augment_cutout}x{cfg.augment_cutout}"] if cfg.augment_cutout else [])
+    )
     if augmentation:
         parts.append("augmentation (" + ", ".join(augmentation) + ")")
     if cfg.early_stopping_patience:
@@ -54,14 +61,19 @@ def test_accuracy(metrics: dict) -> str:
     text = f"{100 * metrics['test_accuracy']:.2f}% (of {metrics['test_images']:,} images)"
     views = metrics.get("test_views", 1)
     if views > 1:
-        text += (f"; averaged over {views} views of each image (test-time augmentation), "
-                 f"single view {100 * metrics['test_accuracy_single_view']:.2f}%")
+        text += (
+            f"; averaged over {views} views of each image (test-time augmentation), "
+            f"single view {100 * metrics['test_accuracy_single_view']:.2f}%"
+        )
     return text
 
 
 def peak_memory(training: dict, evaluation: dict) -> str:
     train, infer = training.get("peak_rss_mb"), evaluation.get("inference_peak_rss_mb")
-    text = (f"training {train:,.0f} MB" if train else "training: not recorded") + "; " + (
-        f"inference {infer:,.0f} MB" if infer else "inference: not recorded")
+    text = (
+        (f"training {train:,.0f} MB" if train else "training: not recorded")
+        + "; "
+        + (f"inference {infer:,.0f} MB" if infer else "inference: not recorded")
+    )
     gpu = training.get("peak_gpu_mb")
     return text + (f"; GPU {gpu:,.0f} MB" if gpu else "")

@@ -1,19 +1,19 @@
 """The report's figures, as PNGs in reports/figures/ (no timestamps: same results, same bytes)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # no display: before pyplot is imported, hence the E402 markers below
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from classic_cnns import outputs  # noqa: E402
-
-from classic_cnns.paths import FIGURES
+from classic_cnns.paths import FIGURES  # noqa: E402
 
 
 def _save(fig, filename: str) -> Path:
@@ -27,7 +27,7 @@ def _save(fig, filename: str) -> Path:
 
 def learning_curves(name: str, history: pd.DataFrame) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=False):
         ax.plot(history["epoch"], history[metric], marker="o", ms=3, label="train")
         ax.plot(history["epoch"], history[f"val_{metric}"], marker="o", ms=3, label="validation")
         ax.set_xlabel("epoch")

@@ -1,6 +1,7 @@
 """The report's prose: the reference notebook's five questions answered from this run's numbers,
 and why the notebook's AlexNet did not learn (from the diagnose stage). No dataset is named and
 no published figure quoted unless the run used that dataset (classic_cnns/data/datasets.py)."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from classic_cnns.reporting import describe
-from classic_cnns.reporting import figures
 from classic_cnns.data.datasets import REGISTRY
+from classic_cnns.reporting import describe, figures
 
 
 def published(r: dict) -> str:
@@ -35,7 +35,7 @@ def question_blocks(results: dict[str, dict]) -> list[tuple]:
     conv, dense = ("Conv2D",), ("Dense",)
     lmacs, amacs = int(la["multiply_adds"].sum()), int(aa["multiply_adds"].sum())
     lp, ap = le["training"]["parameters"], al["training"]["parameters"]
-    shapes = dict(zip(la["layer"], la["output_shape"]))
+    shapes = dict(zip(la["layer"], la["output_shape"], strict=False))
 
     def acc(r):
         return f"{100 * r['metrics']['test_accuracy']:.2f}%"
@@ -49,29 +49,38 @@ def question_blocks(results: dict[str, dict]) -> list[tuple]:
     return [
         ("h2", "The notebook's five questions, answered from this run"),
         ("h3", "1. LeNet-5's architecture and significance"),
-        ("p", f"LeNet-5 maps a {'x'.join(map(str, le['data']['shape']))} image through two convolution + "
-              f"subsampling stages (C1 {shapes.get('C1', '?')}, S2 {shapes.get('S2', '?')}, C3 {shapes.get('C3', '?')}, "
-              f"S4 {shapes.get('S4', '?')}) and three fully connected layers ({shapes.get('C5', '?')}, "
-              f"{shapes.get('F6', '?')}, {shapes.get('output', '?')}): {lp:,} parameters and {lmacs / 1e6:.2f} M "
-              f"multiply-adds per image. Trained here for {le['training']['epochs']} epochs "
-              f"({le['training']['train_seconds']:.0f} s on {le['training']['device']}), it reaches {acc(le)} test "
-              f"accuracy on {le['dataset']}{published(le)}. It showed that "
-              "weights shared across positions, learned end to end by backpropagation, beat hand-made features."),
+        (
+            "p",
+            f"LeNet-5 maps a {'x'.join(map(str, le['data']['shape']))} image through two convolution + "
+            f"subsampling stages (C1 {shapes.get('C1', '?')}, S2 {shapes.get('S2', '?')}, C3 {shapes.get('C3', '?')}, "
+            f"S4 {shapes.get('S4', '?')}) and three fully connected layers ({shapes.get('C5', '?')}, "
+            f"{shapes.get('F6', '?')}, {shapes.get('output', '?')}): {lp:,} parameters and {lmacs / 1e6:.2f} M "
+            f"multiply-adds per image. Trained here for {le['training']['epochs']} epochs "
+            f"({le['training']['train_seconds']:.0f} s on {le['training']['device']}), it reaches {acc(le)} test "
+            f"accuracy on {le['dataset']}{published(le)}. It showed that "
+            "weights shared across positions, learned end to end by backpropagation, beat hand-made features.",
+        ),
         ("h3", "2. Its components and their roles"),
-        ("p", f"The convolutions (C1, C3) hold {_share(la, conv, 'parameters'):.1f}% of the parameters but do "
-              f"{_share(la, conv, 'multiply_adds'):.1f}% of the multiply-adds: a few shared 5x5 filters slid over "
-              f"the whole image. The fully connected layers hold {_share(la, dense, 'parameters'):.1f}% of the "
-              "parameters. Average pooling (S2, S4) halves each side, so each C3 unit sees a "
-              f"{le['details']['receptive_fields'].get('C3', '?')} patch of the input; tanh squashes each "
-              "layer's output to (-1, 1)."),
+        (
+            "p",
+            f"The convolutions (C1, C3) hold {_share(la, conv, 'parameters'):.1f}% of the parameters but do "
+            f"{_share(la, conv, 'multiply_adds'):.1f}% of the multiply-adds: a few shared 5x5 filters slid over "
+            f"the whole image. The fully connected layers hold {_share(la, dense, 'parameters'):.1f}% of the "
+            "parameters. Average pooling (S2, S4) halves each side, so each C3 unit sees a "
+            f"{le['details']['receptive_fields'].get('C3', '?')} patch of the input; tanh squashes each "
+            "layer's output to (-1, 1).",
+        ),
         ("h3", "3. LeNet-5's limitations and how AlexNet addressed them"),
-        ("p", f"LeNet-5 has {layers_with_weights(la)} layers with weights and {lp:,} parameters; the AlexNet here "
-              f"has {layers_with_weights(aa)} and {ap:,} ({ap / lp:.0f}x), costing {amacs / lmacs:.0f}x the "
-              f"multiply-adds per image ({amacs / 1e6:.1f} M). AlexNet replaces tanh with ReLU, average with "
-              f"overlapping max-pooling (3x3, stride 2), and adds dropout 0.5 before each large dense layer. "
-              f"Its train-validation accuracy gap at the last epoch is {gap(al):.1f} points, LeNet-5's "
-              f"{gap(le):.1f}. Whether each change matters on its own is measured by the ablation experiments, "
-              "not assumed here."),
+        (
+            "p",
+            f"LeNet-5 has {layers_with_weights(la)} layers with weights and {lp:,} parameters; the AlexNet here "
+            f"has {layers_with_weights(aa)} and {ap:,} ({ap / lp:.0f}x), costing {amacs / lmacs:.0f}x the "
+            f"multiply-adds per image ({amacs / 1e6:.1f} M). AlexNet replaces tanh with ReLU, average with "
+            f"overlapping max-pooling (3x3, stride 2), and adds dropout 0.5 before each large dense layer. "
+            f"Its train-validation accuracy gap at the last epoch is {gap(al):.1f} points, LeNet-5's "
+            f"{gap(le):.1f}. Whether each change matters on its own is measured by the ablation experiments, "
+            "not assumed here.",
+        ),
     ] + _alexnet_answers(le, al)
 
 
@@ -88,26 +97,37 @@ def _alexnet_answers(le: dict, al: dict) -> list[tuple]:
 
     return [
         ("h3", "4. AlexNet's architecture and contributions"),
-        ("p", f"Five convolutions (the first {kernel[0]}x{kernel[1]} at stride 1 "
-              f"on {'x'.join(map(str, al['data']['shape']))} input), three max-pools and two 4096-unit dense layers: {ap:,} parameters, "
-              f"{_share(aa, dense, 'parameters'):.1f}% of them in the dense layers, while the convolutions do "
-              f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {describe.recipe(al['config'])} and "
-              f"regularisation by {describe.regularisation(al['config'])}, it reaches "
-              f"{acc(al)} test accuracy on {al['dataset']} after {al['training']['epochs']} epochs "
-              f"({al['training']['train_seconds'] / 60:.1f} min on {al['training']['device']}). The reference "
-              "notebook's AlexNet never learned; see the diagnosis below for why."),
+        (
+            "p",
+            f"Five convolutions (the first {kernel[0]}x{kernel[1]} at stride 1 "
+            f"on {'x'.join(map(str, al['data']['shape']))} input), three max-pools and two 4096-unit dense layers: "
+            f"{ap:,} parameters, "
+            f"{_share(aa, dense, 'parameters'):.1f}% of them in the dense layers, while the convolutions do "
+            f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {describe.recipe(al['config'])} and "
+            f"regularisation by {describe.regularisation(al['config'])}, it reaches "
+            f"{acc(al)} test accuracy on {al['dataset']} after {al['training']['epochs']} epochs "
+            f"({al['training']['train_seconds'] / 60:.1f} min on {al['training']['device']}). The reference "
+            "notebook's AlexNet never learned; see the diagnosis below for why.",
+        ),
         ("h3", "5. How the two compare"),
-        ("p", f"LeNet-5 scores {acc(le)} on {le['dataset']} and AlexNet {acc(al)} on {al['dataset']}"
-              + (": different tasks, so the numbers do not rank the networks" if le["config"].dataset != al["config"].dataset
-                 else "") + ". Per image, AlexNet needs "
-              f"{amacs / lmacs:.0f}x the multiply-adds; it trained at "
-              f"{al['training']['train_images_per_second']:.0f} images/s against LeNet-5's "
-              f"{le['training']['train_images_per_second']:.0f}, infers at "
-              f"{al['metrics']['inference_images_per_second']:.0f} against "
-              f"{le['metrics']['inference_images_per_second']:.0f} images/s, answers one image in "
-              f"{al['metrics']['latency_ms_per_image']:.2f} ms against {le['metrics']['latency_ms_per_image']:.2f} ms, "
-              f"and takes {al['metrics']['model_size_mb']:.0f} MB on disk against "
-              f"{le['metrics']['model_size_mb']:.1f} MB."),
+        (
+            "p",
+            f"LeNet-5 scores {acc(le)} on {le['dataset']} and AlexNet {acc(al)} on {al['dataset']}"
+            + (
+                ": different tasks, so the numbers do not rank the networks"
+                if le["config"].dataset != al["config"].dataset
+                else ""
+            )
+            + ". Per image, AlexNet needs "
+            f"{amacs / lmacs:.0f}x the multiply-adds; it trained at "
+            f"{al['training']['train_images_per_second']:.0f} images/s against LeNet-5's "
+            f"{le['training']['train_images_per_second']:.0f}, infers at "
+            f"{al['metrics']['inference_images_per_second']:.0f} against "
+            f"{le['metrics']['inference_images_per_second']:.0f} images/s, answers one image in "
+            f"{al['metrics']['latency_ms_per_image']:.2f} ms against {le['metrics']['latency_ms_per_image']:.2f} ms, "
+            f"and takes {al['metrics']['model_size_mb']:.0f} MB on disk against "
+            f"{le['metrics']['model_size_mb']:.1f} MB.",
+        ),
     ]
 
 
@@ -135,19 +155,35 @@ def diagnostics_blocks(folder: Path) -> list[tuple]:
         f"{ours['settings']['learning_rate']:g} after a {ours['settings']['warmup_epochs']}-epoch warm-up, "
         f"inputs `{ours['settings']['input_scaling']}`) the same {ours['steps']} steps end at loss "
         f"{ours['final_probe_loss']:.4f}, accuracy {100 * ours['final_probe_accuracy']:.1f}%, logit spread "
-        f"{ours['final_logit_std']:.4f}, with {100 * sum(ours['dead_fraction'].values()) / len(ours['dead_fraction']):.1f}% "
-        f"of ReLU units dead on average.")
-    rows = [[layer, f"{100 * nb['dead_fraction'][layer]:.1f}%", f"{100 * ours['dead_fraction'][layer]:.1f}%",
-             f"{nb['grad_norm'][layer]:.3g}", f"{ours['grad_norm'][layer]:.3g}"] for layer in nb["dead_fraction"]]
+        f"{ours['final_logit_std']:.4f}, with "
+        f"{100 * sum(ours['dead_fraction'].values()) / len(ours['dead_fraction']):.1f}% "
+        f"of ReLU units dead on average."
+    )
+    rows = [
+        [
+            layer,
+            f"{100 * nb['dead_fraction'][layer]:.1f}%",
+            f"{100 * ours['dead_fraction'][layer]:.1f}%",
+            f"{nb['grad_norm'][layer]:.3g}",
+            f"{ours['grad_norm'][layer]:.3g}",
+        ]
+        for layer in nb["dead_fraction"]
+    ]
     return [
         ("h2", "Why the reference notebook's AlexNet did not learn"),
         ("p", text),
-        ("table", ["layer", "dead units, notebook", "dead units, recipe", "gradient norm, notebook",
-                   "gradient norm, recipe"], rows),
+        (
+            "table",
+            ["layer", "dead units, notebook", "dead units, recipe", "gradient norm, notebook", "gradient norm, recipe"],
+            rows,
+        ),
         ("img", figures.diagnostics(steps, layers), "loss and dead units over the first steps"),
-        ("p", f"Measured after step {nb['steps']} on {summary['model']}'s validation images "
-              "(`dvc repro diagnose`; settings under `diagnose:` in params.yaml). The training-health "
-              "check stops any run that ends up like this: see the README."),
+        (
+            "p",
+            f"Measured after step {nb['steps']} on {summary['model']}'s validation images "
+            "(`dvc repro diagnose`; settings under `diagnose:` in params.yaml). The training-health "
+            "check stops any run that ends up like this: see the README.",
+        ),
     ]
 
 
@@ -162,34 +198,73 @@ def gpu_blocks(results: dict[str, dict], bench_dir: Path) -> list[tuple]:
     if not gpu_runs:
         return []
     rows = []
-    for name, r in results.items():
+    for r in results.values():
         t = r["training"]
         epochs = sorted(t.get("epoch_seconds", []))
-        rows.append([r["title"], t.get("device", "?"), t.get("keras_backend", "?"), str(t["epochs"]),
-                     f"{epochs[len(epochs) // 2]:.2f}" if epochs else "—", f"{t['train_images_per_second']:,.0f}", "—",
-                     f"{t['train_seconds']:,.0f} s",
-                     _accuracy(r["metrics"]["test_accuracy"], r["metrics"].get("test_views", 1))])
-    for record, m in gpu_runs:
-        rows.append([results[m["model"]]["title"], record["device"], m["backend"], str(m["epochs"]),
-                     f"{m['epoch_seconds']:.2f}", f"{m['images_per_second']:,.0f}", f"{100 * m['peak_fraction']:.1f}%",
-                     f"{m['train_seconds']:,.0f} s", _accuracy(m["test_accuracy"], m["test_views"])])
+        rows.append(
+            [
+                r["title"],
+                t.get("device", "?"),
+                t.get("keras_backend", "?"),
+                str(t["epochs"]),
+                f"{epochs[len(epochs) // 2]:.2f}" if epochs else "—",
+                f"{t['train_images_per_second']:,.0f}",
+                "—",
+                f"{t['train_seconds']:,.0f} s",
+                _accuracy(r["metrics"]["test_accuracy"], r["metrics"].get("test_views", 1)),
+            ]
+        )
+    for _record, m in gpu_runs:
+        rows.append(
+            [
+                results[m["model"]]["title"],
+                record["device"],
+                m["backend"],
+                str(m["epochs"]),
+                f"{m['epoch_seconds']:.2f}",
+                f"{m['images_per_second']:,.0f}",
+                f"{100 * m['peak_fraction']:.1f}%",
+                f"{m['train_seconds']:,.0f} s",
+                _accuracy(m["test_accuracy"], m["test_views"]),
+            ]
+        )
     best = {}
-    for record, m in gpu_runs:
+    for _record, m in gpu_runs:
         if m["epochs"] == results[m["model"]]["training"]["epochs"]:
             best.setdefault(m["model"], m)
-    lines = [f"{results[n]['title']}: {m['images_per_second'] / results[n]['training']['train_images_per_second']:.0f}x "
-             f"the CPU's images per second, the whole training in {m['train_seconds']:.0f} s against "
-             f"{results[n]['training']['train_seconds'] / 60:.0f} min" for n, m in best.items()]
+    lines = [
+        f"{results[n]['title']}: {m['images_per_second'] / results[n]['training']['train_images_per_second']:.0f}x "
+        f"the CPU's images per second, the whole training in {m['train_seconds']:.0f} s against "
+        f"{results[n]['training']['train_seconds'] / 60:.0f} min"
+        for n, m in best.items()
+    ]
     return [
         ("h2", "Did GPUs matter? AlexNet's fifth idea, measured"),
-        ("p", "AlexNet was trained on two GPUs, which the notebook names among its contributions. The same "
-              "recipes, trained by this pipeline's code on a CPU (the runs this report describes) and on a GPU "
-              "(the device check, `bench/device.sh`; its results in `bench/results/`): "
-              + "; ".join(lines) + f". Yet the GPU is far from full: at most "
-              f"{100 * max(m['peak_fraction'] for _, m in gpu_runs):.0f}% of its own matmul peak (measured in the same "
-              "run), with networks this small on 32x32 images."),
-        ("table", ["model", "device", "backend", "epochs", "epoch s (median)", "images/s", "% of matmul peak",
-                   "training", "test accuracy"], rows),
+        (
+            "p",
+            "AlexNet was trained on two GPUs, which the notebook names among its contributions. The same "
+            "recipes, trained by this pipeline's code on a CPU (the runs this report describes) and on a GPU "
+            "(the device check, `bench/device.sh`; its results in `bench/results/`): "
+            + "; ".join(lines)
+            + f". Yet the GPU is far from full: at most "
+            f"{100 * max(m['peak_fraction'] for _, m in gpu_runs):.0f}% of its own matmul peak (measured in the same "
+            "run), with networks this small on 32x32 images.",
+        ),
+        (
+            "table",
+            [
+                "model",
+                "device",
+                "backend",
+                "epochs",
+                "epoch s (median)",
+                "images/s",
+                "% of matmul peak",
+                "training",
+                "test accuracy",
+            ],
+            rows,
+        ),
     ]
 
 

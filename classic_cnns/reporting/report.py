@@ -5,6 +5,7 @@ model (layers, learning curves, confusion matrix, per-class scores, misclassifie
 AlexNet for ImageNet against the CIFAR-10 adaptation (classic_cnns/model/architectures.py), the
 diagnosis of the notebook's AlexNet, the claims, and data provenance.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classic_cnns import costs
+from classic_cnns import costs, paths
 from classic_cnns.model import architectures
-from classic_cnns.reporting import describe
-from classic_cnns.reporting import figures
-from classic_cnns.reporting import questions
-from classic_cnns import paths
+from classic_cnns.reporting import describe, figures, questions
 
-OUTPUTS = ("metrics.json", "evaluation.json", "training.json", "history.csv", "architecture.csv", "per_class.csv", "confusion.csv",
-           "predictions.csv")
+OUTPUTS = (
+    "metrics.json",
+    "evaluation.json",
+    "training.json",
+    "history.csv",
+    "architecture.csv",
+    "per_class.csv",
+    "confusion.csv",
+    "predictions.csv",
+)
 
 
 def load_results(models: dict) -> dict[str, dict]:
@@ -31,20 +37,31 @@ def load_results(models: dict) -> dict[str, dict]:
         folder = paths.model_reports(name)
         missing = [f for f in OUTPUTS if not (folder / f).exists()]
         if missing:
-            raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: run `dvc repro` "
-                                    f"(train@{name} and evaluate@{name}) before the report")
-        unrecorded = [str(paths.cost_record(stage, name)) for stage in ("train", "evaluate") if not paths.cost_record(stage, name).exists()]
+            raise FileNotFoundError(
+                f"{folder} lacks {', '.join(missing)}: run `dvc repro` "
+                f"(train@{name} and evaluate@{name}) before the report"
+            )
+        unrecorded = [
+            str(paths.cost_record(stage, name))
+            for stage in ("train", "evaluate")
+            if not paths.cost_record(stage, name).exists()
+        ]
         if unrecorded:
-            raise FileNotFoundError(f"{', '.join(unrecorded)} missing (the costs of the runs that made {folder}): restore "
-                                    f"them with `git checkout -- reports/costs`, or rerun `dvc repro -f train@{name} "
-                                    f"evaluate@{name}`")
+            raise FileNotFoundError(
+                f"{', '.join(unrecorded)} missing (the costs of the runs that made {folder}): restore "
+                f"them with `git checkout -- reports/costs`, or rerun `dvc repro -f train@{name} "
+                f"evaluate@{name}`"
+            )
         labels = {"class": str, "actual": str, "predicted": str}
         r = {
             "name": name,
             "config": cfg,
             # the costs (wall times, speed, memory, device) of the runs that made them, where recorded
-            "metrics": {**json.loads((folder / "metrics.json").read_text()),
-                        **json.loads((folder / "evaluation.json").read_text()), **costs.read("evaluate", name)},
+            "metrics": {
+                **json.loads((folder / "metrics.json").read_text()),
+                **json.loads((folder / "evaluation.json").read_text()),
+                **costs.read("evaluate", name),
+            },
             "training": {**json.loads((folder / "training.json").read_text()), **costs.read("train", name)},
             "history": pd.read_csv(folder / "history.csv"),
             "architecture": pd.read_csv(folder / "architecture.csv", keep_default_na=False),
@@ -87,12 +104,14 @@ def model_details(model_file: Path) -> dict:
 
 
 def misclassified_examples(r: dict, count: int = 16):
-    with np.load(paths.prepared(r['config'].dataset)[0]) as npz:
+    with np.load(paths.prepared(r["config"].dataset)[0]) as npz:
         x_test = npz["x_test"]
     pred = r["predictions"]
     wrong = np.flatnonzero((pred["actual"] != pred["predicted"]).to_numpy())
     # evenly spread over the test set, which may be grouped by class
-    wrong = wrong[np.unique(np.linspace(0, len(wrong) - 1, min(count, len(wrong))).astype(int))] if len(wrong) else wrong
+    wrong = (
+        wrong[np.unique(np.linspace(0, len(wrong) - 1, min(count, len(wrong))).astype(int))] if len(wrong) else wrong
+    )
     return x_test[wrong], pred["actual"].iloc[wrong].tolist(), pred["predicted"].iloc[wrong].tolist()
 
 
@@ -112,11 +131,16 @@ SIDE_BY_SIDE = [
     ("Test accuracy", lambda r: describe.test_accuracy(r["metrics"])),
     ("Test loss", lambda r: f"{r['metrics']['test_loss']:.4f}"),
     ("Macro F1", lambda r: f"{r['metrics']['test_macro_f1']:.4f}"),
-    ("Training time", lambda r: f"{r['training']['train_seconds']:.1f} s "
-                                f"({r['training']['train_images_per_second']:.0f} images/s)"),
-    ("Inference", lambda r: f"{r['metrics']['inference_images_per_second']:.0f} images/s "
-                            f"(batch {r['metrics']['inference_batch_size']}); "
-                            f"{r['metrics']['latency_ms_per_image']:.2f} ms for one image"),
+    (
+        "Training time",
+        lambda r: f"{r['training']['train_seconds']:.1f} s ({r['training']['train_images_per_second']:.0f} images/s)",
+    ),
+    (
+        "Inference",
+        lambda r: f"{r['metrics']['inference_images_per_second']:.0f} images/s "
+        f"(batch {r['metrics']['inference_batch_size']}); "
+        f"{r['metrics']['latency_ms_per_image']:.2f} ms for one image",
+    ),
     ("Model size on disk", lambda r: f"{r['metrics']['model_size_mb']:.1f} MB (.keras, with optimizer state)"),
     ("Peak memory (process RSS)", lambda r: describe.peak_memory(r["training"], r["metrics"])),
     ("Device", lambda r: r["training"]["device"]),
@@ -125,18 +149,37 @@ SIDE_BY_SIDE = [
 
 def model_blocks(r: dict) -> list[tuple]:
     name, arch, fields = r["name"], r["architecture"], r["details"]["receptive_fields"]
-    table = [[row.layer, row.type, row.activation, row.output_shape, f"{row.parameters:,}", f"{row.multiply_adds:,}",
-              fields.get(row.layer, "")] for row in arch.itertuples()]
-    table.append(["total", "", "", "", f"{int(arch['parameters'].sum()):,}", f"{int(arch['multiply_adds'].sum()):,}", ""])
-    per_class = [[c, f"{p:.3f}", f"{rc:.3f}", f"{f1:.3f}", str(int(n))] for c, p, rc, f1, n in
-                 r["per_class"][["class", "precision", "recall", "f1", "support"]].itertuples(index=False, name=None)]
+    table = [
+        [
+            row.layer,
+            row.type,
+            row.activation,
+            row.output_shape,
+            f"{row.parameters:,}",
+            f"{row.multiply_adds:,}",
+            fields.get(row.layer, ""),
+        ]
+        for row in arch.itertuples()
+    ]
+    table.append(
+        ["total", "", "", "", f"{int(arch['parameters'].sum()):,}", f"{int(arch['multiply_adds'].sum()):,}", ""]
+    )
+    per_class = [
+        [c, f"{p:.3f}", f"{rc:.3f}", f"{f1:.3f}", str(int(n))]
+        for c, p, rc, f1, n in r["per_class"][["class", "precision", "recall", "f1", "support"]].itertuples(
+            index=False, name=None
+        )
+    ]
     return [
         ("h2", f"{r['title']} on {r['dataset']}"),
         ("h3", "Layers"),
         ("table", ["layer", "type", "activation", "output", "parameters", "multiply-adds", "receptive field"], table),
-        ("h3", "Learning curves"), ("img", figures.learning_curves(name, r["history"]), f"{name} learning curves"),
-        ("h3", "Confusion matrix"), ("img", figures.confusion(name, r["confusion"]), f"{name} confusion matrix"),
-        ("h3", "Per class"), ("img", figures.per_class(name, r["per_class"]), f"{name} precision and recall"),
+        ("h3", "Learning curves"),
+        ("img", figures.learning_curves(name, r["history"]), f"{name} learning curves"),
+        ("h3", "Confusion matrix"),
+        ("img", figures.confusion(name, r["confusion"]), f"{name} confusion matrix"),
+        ("h3", "Per class"),
+        ("img", figures.per_class(name, r["per_class"]), f"{name} precision and recall"),
         ("table", ["class", "precision", "recall", "F1", "support"], per_class),
         ("h3", "Misclassified test images"),
         ("img", figures.misclassified(name, *misclassified_examples(r)), f"{name} misclassified images"),
@@ -153,8 +196,11 @@ def provenance_blocks(results: dict[str, dict]) -> list[tuple]:
         if prov["dataset"] in seen:
             continue
         seen.add(prov["dataset"])
-        kind = ("official files, checksums verified" if prov["official"]
-                else "a non-official copy, identified by its sha256")
+        kind = (
+            "official files, checksums verified"
+            if prov["official"]
+            else "a non-official copy, identified by its sha256"
+        )
         blocks.append(("p", f"**{prov['title']}** ({kind}):"))
         blocks.append(("table", ["file", "sha256"], [[f, s] for f, s in prov["files"].items()]))
     return blocks
@@ -165,9 +211,15 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
     blocks: list[tuple] = [("h1", "LeNet-5 and AlexNet: results of this run")]
     non_official = sorted({r["dataset"] for r in results.values() if not r["data"]["provenance"]["official"]})
     if non_official:
-        blocks.append(("p", "**Note:** these results come from non-official data: " + "; ".join(non_official)
-                       + ". See *Data provenance* below; accuracies are close to, but not the same as, "
-                       "numbers on the official datasets."))
+        blocks.append(
+            (
+                "p",
+                "**Note:** these results come from non-official data: "
+                + "; ".join(non_official)
+                + ". See *Data provenance* below; accuracies are close to, but not the same as, "
+                "numbers on the official datasets.",
+            )
+        )
     rows = [[label] + [get(results[n]) for n in names] for label, get in SIDE_BY_SIDE]
     blocks += [("h2", "Side by side"), ("table", ["", *[results[n]["title"] for n in names]], rows)]
     blocks += questions.question_blocks(results)
@@ -178,10 +230,15 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
         blocks += architectures.comparison_blocks(alexnets[0])
     blocks += questions.diagnostics_blocks(diagnostics_dir)
     blocks += questions.gpu_blocks(results, paths.BENCH_RESULTS)
-    blocks += [("h2", "The notebook's claims"),
-               ("p", "Whether ReLU trains faster than tanh, dropout prevents overfitting, max pooling beats "
-                     "average pooling, LeNet-5 lacks the capacity for CIFAR-10 and large first kernels help "
-                     "is measured by the claims grid, several seeds per variant: `dvc repro ablations/dvc.yaml` "
-                     "writes the claims table with a verdict per claim to [claims.md](claims.md) beside this "
-                     "report (a separate pipeline, so this report does not wait for it).")]
+    blocks += [
+        ("h2", "The notebook's claims"),
+        (
+            "p",
+            "Whether ReLU trains faster than tanh, dropout prevents overfitting, max pooling beats "
+            "average pooling, LeNet-5 lacks the capacity for CIFAR-10 and large first kernels help "
+            "is measured by the claims grid, several seeds per variant: `dvc repro ablations/dvc.yaml` "
+            "writes the claims table with a verdict per claim to [claims.md](claims.md) beside this "
+            "report (a separate pipeline, so this report does not wait for it).",
+        ),
+    ]
     return blocks + provenance_blocks(results)

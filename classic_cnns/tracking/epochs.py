@@ -1,4 +1,5 @@
 """Per-epoch metrics to MLflow, as a Keras callback that a training adds (classic_cnns/training/session.py)."""
+
 from __future__ import annotations
 
 import time
@@ -37,13 +38,16 @@ class EpochLogger(keras.callbacks.Callback):
         if not steps:
             return
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(values[step - 1]), now, step)
-                   for step in steps for key, values in self.progress.history.items()]
+        metrics = [
+            Metric(key, float(values[step - 1]), now, step)
+            for step in steps
+            for key, values in self.progress.history.items()
+        ]
         uri = store.tracking_uri()
         doing = f"logging epoch {steps[0]}" if len(steps) == 1 else f"logging epochs {steps[0]}-{steps[-1]}"
         with store.failures_named(uri, doing):
             for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
-                mlflow.MlflowClient().log_batch(self.run_id, metrics=metrics[i:i + 1000])
+                mlflow.MlflowClient().log_batch(self.run_id, metrics=metrics[i : i + 1000])
         if self.failing:
             print(f"{self.label}: the tracking store answers again; logged epochs {steps[0]}-{steps[-1]}", flush=True)
         self.logged, self.failing = max(self.logged, self.progress.epochs), False

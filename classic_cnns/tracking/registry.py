@@ -2,6 +2,7 @@
 registered. A registered model's `champion` alias points at the newest full-quality version: one
 trained by `dvc repro` in the workspace (not a DVC experiment) on the whole dataset.
 """
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ import os
 import mlflow
 
 from classic_cnns import environment
-
 
 CHAMPION = "champion"
 
@@ -23,12 +23,15 @@ def register(model_name: str, run_id: str, test_accuracy: float, full_quality: b
     exp = os.environ.get("DVC_EXP_NAME")
     if exp:
         client.set_model_version_tag(model_name, version.version, "dvc_exp_name", exp)
-    client.update_model_version(model_name, version.version,
-                                description=f"test accuracy {test_accuracy:.4f} (run {run_id})")
+    client.update_model_version(
+        model_name, version.version, description=f"test accuracy {test_accuracy:.4f} (run {run_id})"
+    )
     if full_quality:
         client.set_registered_model_alias(model_name, CHAMPION, version.version)
-    print(f"registered {model_name} version {version.version}"
-          + (f" as @{CHAMPION}" if full_quality else " (not full-quality: the champion alias stays where it was)"))
+    print(
+        f"registered {model_name} version {version.version}"
+        + (f" as @{CHAMPION}" if full_quality else " (not full-quality: the champion alias stays where it was)")
+    )
 
 
 def is_full_quality(meta: dict) -> bool:
@@ -42,9 +45,13 @@ MODEL_SHA_TAG = "model_sha256"
 def training_run_of(experiment: str, model_sha256: str):
     """The newest run of `experiment` that trained this model file (byte for byte), or None: the
     model files are written byte-stable, so the file names its run without a run id on disk."""
-    found = mlflow.search_runs(experiment_names=[experiment], output_format="list", max_results=1,
-                               filter_string=f"tags.{MODEL_SHA_TAG} = '{model_sha256}'",
-                               order_by=["attributes.start_time DESC"])
+    found = mlflow.search_runs(
+        experiment_names=[experiment],
+        output_format="list",
+        max_results=1,
+        filter_string=f"tags.{MODEL_SHA_TAG} = '{model_sha256}'",
+        order_by=["attributes.start_time DESC"],
+    )
     return found[0] if found else None
 
 
@@ -56,9 +63,13 @@ def log_keras_model(model) -> None:
 
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))]),
-        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, model.output_shape[-1]))]))
-    requirements = [f"{pkg}=={ver}" for pkg, ver in environment.package_versions().items()
-                    if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy")]
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, model.output_shape[-1]))]),
+    )
+    requirements = [
+        f"{pkg}=={ver}"
+        for pkg, ver in environment.package_versions().items()
+        if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy")
+    ]
     mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
 
 

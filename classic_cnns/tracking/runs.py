@@ -5,6 +5,7 @@ SIGTERM (`end_runs_on_sigterm`), never left RUNNING by a stage that stopped.
 One run per trained model (its evaluation adds to it); the report and the claims grid have runs of
 their own.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,8 @@ import subprocess
 import mlflow
 
 from classic_cnns import environment
-from classic_cnns.tracking import store
 from classic_cnns.errors import TrainingFailed
+from classic_cnns.tracking import store
 
 
 def git_commit() -> str:
@@ -41,6 +42,7 @@ class Terminated(SystemExit):
 def end_runs_on_sigterm() -> None:
     """Make SIGTERM raise Terminated, so the stage's MLflow run is ended (KILLED) instead of being
     left RUNNING forever; exit status 143, as if killed by the signal."""
+
     def handler(signum, frame):
         raise Terminated(128 + signum)
 
@@ -54,8 +56,12 @@ def interrupted_status(exc: BaseException) -> str:
 
 def dataset_tags(meta: dict) -> dict[str, str]:
     prov = meta["provenance"]
-    return {"dataset": meta["dataset"], "dataset_title": prov["title"], "dataset_official": str(prov["official"]).lower(),
-            **{f"dataset_sha256.{f}": s for f, s in prov["files"].items()}}
+    return {
+        "dataset": meta["dataset"],
+        "dataset_title": prov["title"],
+        "dataset_official": str(prov["official"]).lower(),
+        **{f"dataset_sha256.{f}": s for f, s in prov["files"].items()},
+    }
 
 
 def logged_epochs(run_id: str) -> int:
@@ -81,8 +87,9 @@ def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_i
             print(f"{name}: the checkpoint's MLflow run {resume_id} is not in this store; starting a new run")
     run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}")
     mlflow.log_params(logged_params)
-    mlflow.set_tags({**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture,
-                     **dataset_tags(meta)})
+    mlflow.set_tags(
+        {**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture, **dataset_tags(meta)}
+    )
     return run
 
 
@@ -100,8 +107,13 @@ def training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str
         yield run, logged
     except TrainingFailed as failure:
         with contextlib.suppress(Exception):
-            mlflow.set_tags({"failure_reason": failure.reason, "failure_epoch": str(failure.epoch),
-                             "failure_message": str(failure)[:5000]})
+            mlflow.set_tags(
+                {
+                    "failure_reason": failure.reason,
+                    "failure_epoch": str(failure.epoch),
+                    "failure_message": str(failure)[:5000],
+                }
+            )
         end_run("FAILED")
         raise
     except BaseException as exc:

@@ -7,6 +7,7 @@ gives up on a request after 2 retries and 10 s (its defaults, 7 retries with gro
 SQLite store is created under a file lock, so concurrent experiments do not run MLflow's schema
 migrations at the same time (MLflow itself gives every later SQLite session a 20 s busy timeout).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,11 @@ from classic_cnns.paths import project_root
 
 # MLflow's own INFO lines (creating tables, "Registered model ...") repeat what the stages print.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
-for _key, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+for _key, _value in {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}.items():
     os.environ.setdefault(_key, _value)
 
 
@@ -43,7 +47,7 @@ def check_server(uri: str, timeout_s: float = 5.0) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s)  # noqa: S310 (http(s) checked)
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s)  # http(s): checked above
     except urllib.error.HTTPError as exc:
         if exc.code < 500:
             return
@@ -52,8 +56,10 @@ def check_server(uri: str, timeout_s: float = 5.0) -> None:
         reason = str(getattr(exc, "reason", exc))
     else:
         return
-    raise TrackingUnavailable(f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer ({reason}): "
-                              "start it, or unset MLFLOW_TRACKING_URI to log to the project's mlflow.db")
+    raise TrackingUnavailable(
+        f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer ({reason}): "
+        "start it, or unset MLFLOW_TRACKING_URI to log to the project's mlflow.db"
+    )
 
 
 @contextlib.contextmanager
@@ -95,14 +101,19 @@ def failures_named(uri: str, doing: str, after: str = ""):
             raise TrackingUnavailable(f"{exc}{after}") from exc
         raise
     except (MlflowException, requests.exceptions.RequestException, OSError) as exc:
-        raise TrackingUnavailable(f"the MLflow tracking store {uri} failed while {doing} ({short_reason(exc)}){after}") from exc
+        raise TrackingUnavailable(
+            f"the MLflow tracking store {uri} failed while {doing} ({short_reason(exc)}){after}"
+        ) from exc
 
 
 def short_reason(exc: BaseException) -> str:
     """What MLflow's long HTTP errors come down to."""
     text = str(exc)
-    for marker, reason in (("Failed to establish a new connection", "connection refused"),
-                           ("Read timed out", "no answer in time"), ("Max retries exceeded", "no answer")):
+    for marker, reason in (
+        ("Failed to establish a new connection", "connection refused"),
+        ("Read timed out", "no answer in time"),
+        ("Max retries exceeded", "no answer"),
+    ):
         if marker in text:
             return reason
     return text.splitlines()[0][:200] if text else type(exc).__name__

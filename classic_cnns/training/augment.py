@@ -4,6 +4,7 @@ classic_cnns/evaluation/tta.py).
 All randomness comes from (seed, epoch), so a resumed run sees exactly the batches an
 uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,9 @@ def cutout(x: np.ndarray, size: int, cy: np.ndarray, cx: np.ndarray, fill: np.nd
     return np.where(mask[..., None], fill.astype(x.dtype), x)
 
 
-def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int,
-               workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def epoch_data(
+    x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """This epoch's shuffled (and, if `cfg` asks, cropped, flipped and cut out) training set, as
     float32. The random draws come first, from one generator of (seed, epoch); the images are then
     made in chunks on `workers` threads (default: one per CPU; NumPy's copies run without the GIL),
@@ -71,8 +73,10 @@ def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int,
             def cut(lo: int, hi: int) -> None:
                 out[lo:hi] = cutout(crops[lo:hi], size, cy[lo:hi], cx[lo:hi], fill)
         else:
+
             def cut(lo: int, hi: int) -> None:
                 out[lo:hi] = crops[lo:hi]
+
         list(pool.map(lambda b: cut(*b), bounds))
     return out, y[order]
 
@@ -80,4 +84,4 @@ def epoch_data(x: np.ndarray, y: np.ndarray, cfg, seed: int, epoch: int,
 def _chunks(n: int, workers: int | None) -> list[tuple[int, int]]:
     workers = max(1, min(workers or os.cpu_count() or 1, 16, n // 2048 or 1))
     edges = np.linspace(0, n, workers + 1).astype(int)
-    return list(zip(edges[:-1], edges[1:]))
+    return list(zip(edges[:-1], edges[1:], strict=False))

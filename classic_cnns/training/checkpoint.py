@@ -7,6 +7,7 @@ seed, the prepared data). One with another fingerprint is never resumed from. Fi
 to a temporary name and renamed, meta.json last, so a kill mid-write leaves the previous
 checkpoint intact.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,7 @@ def set_values(variables, values) -> None:
     variables = list(variables)
     if len(variables) != len(values):
         raise ValueError(f"checkpoint holds {len(values)} arrays, the model has {len(variables)} variables")
-    for var, value in zip(variables, values):
+    for var, value in zip(variables, values, strict=False):
         var.assign(value)
 
 
@@ -83,8 +84,12 @@ class Checkpoint:
         the best weights of meta["best_state"] are kept). Returns the meta written."""
         self.folder.mkdir(parents=True, exist_ok=True)
         epoch = meta["epoch"]
-        meta = {**meta, "fingerprint": self.fingerprint,
-                "model_state": f"model-{epoch}.npz", "optimizer_state": f"optimizer-{epoch}.npz"}
+        meta = {
+            **meta,
+            "fingerprint": self.fingerprint,
+            "model_state": f"model-{epoch}.npz",
+            "optimizer_state": f"optimizer-{epoch}.npz",
+        }
         _write_npz(self.folder / meta["model_state"], get_values(model.variables))
         _write_npz(self.folder / meta["optimizer_state"], get_values(model.optimizer.variables))
         if best is not None:
@@ -106,8 +111,9 @@ class EveryEpoch(keras.callbacks.Callback):
     far (a loop.Progress), early stopping's best weights (a loop.BestWeights, or None) and `extra`
     (e.g. the MLflow run id)."""
 
-    def __init__(self, checkpoint: Checkpoint, progress, best=None, extra: dict | None = None,
-                 best_state: str | None = None):
+    def __init__(
+        self, checkpoint: Checkpoint, progress, best=None, extra: dict | None = None, best_state: str | None = None
+    ):
         super().__init__()
         self.checkpoint, self.progress, self.best, self.extra = checkpoint, progress, best, extra or {}
         self.best_state = best_state
@@ -116,10 +122,16 @@ class EveryEpoch(keras.callbacks.Callback):
         if os.environ.get(KILL_BEFORE_CHECKPOINT_ENV):
             self._kill_if_due(epoch)
         best = self.best
-        state = {**self.extra, "epoch": epoch + 1, "history": self.progress.history,
-                 "train_seconds": self.progress.seconds, "best_val_accuracy": best.best if best else None,
-                 "best_epoch": best.best_epoch if best else 0, "best_state": self.best_state,
-                 "stopped": bool(best and best.stopped)}
+        state = {
+            **self.extra,
+            "epoch": epoch + 1,
+            "history": self.progress.history,
+            "train_seconds": self.progress.seconds,
+            "best_val_accuracy": best.best if best else None,
+            "best_epoch": best.best_epoch if best else 0,
+            "best_state": self.best_state,
+            "stopped": bool(best and best.stopped),
+        }
         written = self.checkpoint.save(self.model, state, best.weights if best and best.improved else None)
         self.best_state = written.get("best_state")
         self._kill_if_due(epoch)

@@ -10,6 +10,7 @@ order of the sums. Each process feeds its share of every global batch (`local_sh
 last partial batch, and validation's, are cut to a multiple of the device count. Process 0 writes
 the outputs and logs to MLflow; the others train and exit.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,11 @@ class Placement:
 
     def describe(self, device: str) -> str:
         """Where a training runs, in words: the device, how many, in how many processes."""
-        return (device + (f" x{self.devices}" if self.devices > 1 else "")
-                + (f" in {self.processes} processes" if self.processes > 1 else ""))
+        return (
+            device
+            + (f" x{self.devices}" if self.devices > 1 else "")
+            + (f" in {self.processes} processes" if self.processes > 1 else "")
+        )
 
     def local_batch(self, batch_size: int) -> int:
         return batch_size // self.processes
@@ -48,8 +52,10 @@ def place(asked: int | str, batch_size: int) -> Placement:
     if asked == 1 and processes == 1:
         return Placement()
     if backend.name() != "jax":
-        raise UserError(f"devices: {asked} (or {PROCESSES_ENV}={processes}) needs the JAX backend, whose Keras "
-                        f"distribution API trains on several devices: run with KERAS_BACKEND=jax, or set devices: 1")
+        raise UserError(
+            f"devices: {asked} (or {PROCESSES_ENV}={processes}) needs the JAX backend, whose Keras "
+            f"distribution API trains on several devices: run with KERAS_BACKEND=jax, or set devices: 1"
+        )
     import jax
     import keras
 
@@ -59,11 +65,15 @@ def place(asked: int | str, batch_size: int) -> Placement:
     devices = keras.distribution.list_devices()
     n = len(devices) if asked == "all" else asked
     if n > len(devices):
-        raise UserError(f"devices: {asked}, but the backend sees {len(devices)} ({', '.join(devices)}): set devices: all "
-                        f"or fewer (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={asked} makes {asked})")
+        raise UserError(
+            f"devices: {asked}, but the backend sees {len(devices)} ({', '.join(devices)}): set devices: all "
+            f"or fewer (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={asked} makes {asked})"
+        )
     if processes > 1 and n != len(devices):
-        raise UserError(f"devices: {asked} with {processes} processes: set devices: all ({len(devices)} devices), "
-                        "so that every process takes part")
+        raise UserError(
+            f"devices: {asked} with {processes} processes: set devices: all ({len(devices)} devices), "
+            "so that every process takes part"
+        )
     if batch_size % n:
         raise UserError(f"batch_size {batch_size} does not split evenly over {n} devices: make it a multiple of {n}")
     if n > 1:

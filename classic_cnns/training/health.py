@@ -2,6 +2,7 @@
 `health.check_after_epochs` epochs, a loss above twice ln(classes) is a run that diverged, and a
 loss still at ln(classes) with chance accuracy is a network that did not learn.
 Either raises TrainingFailed with the model, the epoch, the symptom and the likely fixes."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             name = self.name
-            raise TrainingFailed("non-finite loss", self.epoch, (
-                f"{name}: training loss became {float(loss)} at epoch {self.epoch}, step {batch + 1}. "
-                f"Likely fixes: lower models.{name}.learning_rate (e.g. 10x), add warm-up "
-                f"(models.{name}.warmup_epochs), enable models.{name}.batch_norm, or check the inputs."))
+            raise TrainingFailed(
+                "non-finite loss",
+                self.epoch,
+                (
+                    f"{name}: training loss became {float(loss)} at epoch {self.epoch}, step {batch + 1}. "
+                    f"Likely fixes: lower models.{name}.learning_rate (e.g. 10x), add warm-up "
+                    f"(models.{name}.warmup_epochs), enable models.{name}.batch_norm, or check the inputs."
+                ),
+            )
 
 
 def check_learning(name: str, epoch: int, logs: dict, health, num_classes: int) -> None:
@@ -36,20 +42,33 @@ def check_learning(name: str, epoch: int, logs: dict, health, num_classes: int) 
     if epoch < health.check_after_epochs:
         return
     if logs["loss"] > 2 * chance_loss:  # JAX and PyTorch clip the loss where TensorFlow gives nan
-        raise TrainingFailed("diverged", epoch, (
-            f"{name}: diverged: after epoch {epoch} the training loss is {logs['loss']:.4f}, more than twice "
-            f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores. Likely fixes: lower "
-            f"models.{name}.learning_rate (e.g. 10x), add warm-up (models.{name}.warmup_epochs), enable "
-            f"models.{name}.batch_norm, or check the inputs."))
-    if abs(logs["loss"] - chance_loss) <= health.loss_margin and logs["accuracy"] <= chance_acc + health.accuracy_margin:
-        raise TrainingFailed("did not learn", epoch, (
-            f"{name}: did not learn: after epoch {epoch} the training loss is {logs['loss']:.4f}, "
-            f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores, and accuracy "
-            f"{logs['accuracy']:.3f} is at chance ({chance_acc:.2f}): most ReLUs have likely died "
-            f"(`dvc repro diagnose` measures it). Likely fixes: standardise the inputs "
-            f"(models.{name}.input_scaling: standardize), lower models.{name}.learning_rate (e.g. 10x), add "
-            f"warm-up (models.{name}.warmup_epochs), enable models.{name}.batch_norm, or use "
-            f"models.{name}.kernel_initializer: he_normal."))
+        raise TrainingFailed(
+            "diverged",
+            epoch,
+            (
+                f"{name}: diverged: after epoch {epoch} the training loss is {logs['loss']:.4f}, more than twice "
+                f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores. Likely fixes: lower "
+                f"models.{name}.learning_rate (e.g. 10x), add warm-up (models.{name}.warmup_epochs), enable "
+                f"models.{name}.batch_norm, or check the inputs."
+            ),
+        )
+    if (
+        abs(logs["loss"] - chance_loss) <= health.loss_margin
+        and logs["accuracy"] <= chance_acc + health.accuracy_margin
+    ):
+        raise TrainingFailed(
+            "did not learn",
+            epoch,
+            (
+                f"{name}: did not learn: after epoch {epoch} the training loss is {logs['loss']:.4f}, "
+                f"ln({num_classes}) = {chance_loss:.4f}, what a uniform guess scores, and accuracy "
+                f"{logs['accuracy']:.3f} is at chance ({chance_acc:.2f}): most ReLUs have likely died "
+                f"(`dvc repro diagnose` measures it). Likely fixes: standardise the inputs "
+                f"(models.{name}.input_scaling: standardize), lower models.{name}.learning_rate (e.g. 10x), add "
+                f"warm-up (models.{name}.warmup_epochs), enable models.{name}.batch_norm, or use "
+                f"models.{name}.kernel_initializer: he_normal."
+            ),
+        )
 
 
 class LearningCheck(keras.callbacks.Callback):
@@ -59,4 +78,3 @@ class LearningCheck(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         check_learning(self.name, epoch + 1, logs, self.health, self.num_classes)
-

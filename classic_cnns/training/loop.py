@@ -1,11 +1,13 @@
 """The training loop every training uses (train, the claims grid, the diagnosis, the benchmarks).
 
 One `model.fit` call per epoch on that epoch's data (shuffled and augmented from (seed, epoch)
-only, classic_cnns/training/augment.py, made on a second thread while the epoch before trains), so a run resumed at any epoch sees exactly the batches an
-uninterrupted one would. What happens around an epoch is a Keras callback: `Progress` (history,
-wall time, a line per epoch), classic_cnns/tracking/epochs.py (MLflow), `BestWeights` (early stopping), the health checks
+only, classic_cnns/training/augment.py, made on a second thread while the epoch before trains), so a
+run resumed at any epoch sees exactly the batches an uninterrupted one would. What happens around an
+epoch is a Keras callback: `Progress` (history, wall time, a line per epoch), `BestWeights` (early
+stopping), MLflow logging (classic_cnns/tracking/epochs.py), the health checks
 (classic_cnns/training/health.py) and checkpoints (classic_cnns/training/checkpoint.py).
 """
+
 from __future__ import annotations
 
 import sys
@@ -51,8 +53,15 @@ class BestWeights(keras.callbacks.Callback):
     """Early stopping on validation accuracy across the per-epoch fits: remembers the best epoch's
     weights, stops after `patience` epochs without a better one; `restore()` puts them back."""
 
-    def __init__(self, label: str, patience: int, best: float | None = None, best_epoch: int = 0,
-                 weights: list[np.ndarray] | None = None, stopped: bool = False):
+    def __init__(
+        self,
+        label: str,
+        patience: int,
+        best: float | None = None,
+        best_epoch: int = 0,
+        weights: list[np.ndarray] | None = None,
+        stopped: bool = False,
+    ):
         super().__init__()
         self.label, self.patience = label, patience
         self.best, self.best_epoch, self.weights = best, best_epoch, weights
@@ -64,19 +73,32 @@ class BestWeights(keras.callbacks.Callback):
             self.best, self.best_epoch = float(logs["val_accuracy"]), epoch + 1
             self.weights = [np.array(v) for v in self.model.variables]
         if epoch + 1 - self.best_epoch >= self.patience:
-            print(f"{self.label}: validation accuracy has not improved for {self.patience} epochs; "
-                  f"stopping and keeping epoch {self.best_epoch}'s weights", flush=True)
+            print(
+                f"{self.label}: validation accuracy has not improved for {self.patience} epochs; "
+                f"stopping and keeping epoch {self.best_epoch}'s weights",
+                flush=True,
+            )
             self.stopped = self.model.stop_training = True
 
     def restore(self) -> None:
         if self.weights is not None:
-            for variable, value in zip(self.model.variables, self.weights):
+            for variable, value in zip(self.model.variables, self.weights, strict=False):
                 variable.assign(value)
 
 
-def train_epochs(model, x: np.ndarray, y: np.ndarray, cfg, seed: int, validation=None, start_epoch: int = 0,
-                 callbacks: list | tuple = (), drop_remainder: bool = False, progress_bar: bool | None = None,
-                 placement: Placement = Placement()) -> None:
+def train_epochs(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg,
+    seed: int,
+    validation=None,
+    start_epoch: int = 0,
+    callbacks: list | tuple = (),
+    drop_remainder: bool = False,
+    progress_bar: bool | None = None,
+    placement: Placement = Placement(),
+) -> None:
     """Train `model` from `start_epoch` to cfg.epochs (or until a callback stops it) on the
     epoch data of (x, one-hot y). `drop_remainder` leaves out each epoch's last partial batch.
     With several devices (classic_cnns/training/distribute.py) this process feeds its share of each batch."""
@@ -97,9 +119,17 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, cfg, seed: int, validation
                 full = len(x_epoch) // cfg.batch_size * cfg.batch_size
                 x_epoch, y_epoch = x_epoch[:full], y_epoch[:full]
             x_epoch, y_epoch = local_share((x_epoch, y_epoch), cfg.batch_size, placement)
-            model.fit(x_epoch, y_epoch, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
-                      validation_data=validation, shuffle=False, verbose=1 if progress_bar else 0,
-                      callbacks=list(callbacks))
+            model.fit(
+                x_epoch,
+                y_epoch,
+                batch_size=batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                validation_data=validation,
+                shuffle=False,
+                verbose=1 if progress_bar else 0,
+                callbacks=list(callbacks),
+            )
             del x_epoch, y_epoch
             if model.stop_training:
                 upcoming.cancel()

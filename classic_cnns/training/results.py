@@ -3,6 +3,7 @@ which `evaluate` finds by it), reports/<name>/history.csv (per-epoch loss and ac
 architecture.csv (the layer table) and training.json (epochs, final accuracies, parameters); the wall
 times, throughput, memory and device go to reports/costs/train-<name>.json, which DVC does not hash.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -27,15 +28,24 @@ def write_outputs(name: str, model, progress, best, n_train: int, placement: Pla
     history = progress.history
     learned = {k: v for k, v in history.items() if k != "epoch_seconds"}
     history_frame = pd.DataFrame({"epoch": range(1, progress.epochs + 1), **learned})
-    summary = {"epochs": progress.epochs, "final_train_accuracy": history["accuracy"][-1],
-               "final_val_accuracy": history["val_accuracy"][-1], "parameters": int(model.count_params())}
+    summary = {
+        "epochs": progress.epochs,
+        "final_train_accuracy": history["accuracy"][-1],
+        "final_val_accuracy": history["val_accuracy"][-1],
+        "parameters": int(model.count_params()),
+    }
     if best:
         summary.update(best_epoch=best.best_epoch, stopped_early=best.stopped)
-    cost = {"train_seconds": round(progress.seconds, 2),
-            "train_images_per_second": round(n_train * progress.epochs / progress.seconds, 1),
-            "epoch_seconds": [round(s, 2) for s in history.get("epoch_seconds", [])],
-            "device": environment.device(), "devices": placement.devices, "processes": placement.processes,
-            "keras_backend": keras.backend.backend(), **environment.peak_memory_mb()}
+    cost = {
+        "train_seconds": round(progress.seconds, 2),
+        "train_images_per_second": round(n_train * progress.epochs / progress.seconds, 1),
+        "epoch_seconds": [round(s, 2) for s in history.get("epoch_seconds", [])],
+        "device": environment.device(),
+        "devices": placement.devices,
+        "processes": placement.processes,
+        "keras_backend": keras.backend.backend(),
+        **environment.peak_memory_mb(),
+    }
     registry.log_keras_model(model)
     mlflow.log_text(history_frame.assign(epoch_seconds=history.get("epoch_seconds")).to_csv(index=False), "history.csv")
     mlflow.log_metrics({k: v for k, v in {**summary, **cost}.items() if isinstance(v, (int, float))})

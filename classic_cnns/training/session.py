@@ -32,14 +32,25 @@ class Training:
     `health`) adds the learning check; `checks=False` leaves out every health check (diagnose
     replays recipes that fail, to measure how)."""
 
-    def __init__(self, label: str, cfg, seed: int, meta: dict, x: np.ndarray, labels: np.ndarray,
-                 validation: tuple | None = None, health=None, checks: bool = True):
+    def __init__(
+        self,
+        label: str,
+        cfg,
+        seed: int,
+        meta: dict,
+        x: np.ndarray,
+        labels: np.ndarray,
+        validation: tuple | None = None,
+        health=None,
+        checks: bool = True,
+    ):
         self.label, self.cfg, self.seed, self.meta = label, cfg, seed, meta
         classes = len(meta["classes"])
         seed_everything(seed)
         self.x, self.y = x, one_hot(labels, classes)
-        self.validation = None if validation is None else (
-            validation[0].astype("float32"), one_hot(validation[1], classes))
+        self.validation = (
+            None if validation is None else (validation[0].astype("float32"), one_hot(validation[1], classes))
+        )
         self.build = functools.partial(build_compiled, cfg, meta, math.ceil(len(x) / cfg.batch_size))
         self.model = self.build()
         self.progress = Progress(label, cfg.epochs)
@@ -56,20 +67,49 @@ class Training:
             self.start_epoch, self.stopped = state["epoch"], state.get("stopped", False)
             self.progress = Progress(self.label, self.cfg.epochs, state["history"], state["train_seconds"])
             if self.best:
-                self.best = BestWeights(self.label, self.cfg.early_stopping_patience, state.get("best_val_accuracy"),
-                                        state.get("best_epoch", 0), checkpoint.best_weights(state), self.stopped)
+                self.best = BestWeights(
+                    self.label,
+                    self.cfg.early_stopping_patience,
+                    state.get("best_val_accuracy"),
+                    state.get("best_epoch", 0),
+                    checkpoint.best_weights(state),
+                    self.stopped,
+                )
         return state
 
-    def run(self, observers=(), after_checks=(), placement: Placement = Placement(), drop_remainder: bool = False,
-            progress_bar: bool | None = None):
+    def run(
+        self,
+        observers=(),
+        after_checks=(),
+        placement: Placement = Placement(),
+        drop_remainder: bool = False,
+        progress_bar: bool | None = None,
+    ):
         """Train to cfg.epochs (or until a callback stops it). `observers` see every epoch, before
         the learning check (a failing epoch is still logged); `after_checks` only the healthy ones
         (checkpoints). Early stopping's best weights are restored at the end. Returns the model."""
         if not self.stopped:
-            callbacks = [*self.checks, self.progress, *observers, *self.learning_check,
-                         *([self.best] if self.best else []), *after_checks]
-            train_epochs(self.model, self.x, self.y, self.cfg, self.seed, self.validation, self.start_epoch,
-                         callbacks, drop_remainder=drop_remainder, progress_bar=progress_bar, placement=placement)
+            callbacks = [
+                *self.checks,
+                self.progress,
+                *observers,
+                *self.learning_check,
+                *([self.best] if self.best else []),
+                *after_checks,
+            ]
+            train_epochs(
+                self.model,
+                self.x,
+                self.y,
+                self.cfg,
+                self.seed,
+                self.validation,
+                self.start_epoch,
+                callbacks,
+                drop_remainder=drop_remainder,
+                progress_bar=progress_bar,
+                placement=placement,
+            )
         if self.best:
             self.best.restore()
         return self.model
