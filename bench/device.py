@@ -53,15 +53,7 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
     from classic_cnns.evaluation.tta import predict, tta_views
     from classic_cnns.training.session import Training
 
-    training = Training(
-        f"{name} [{backend_name()}]",
-        cfg,
-        params.seed,
-        meta,
-        arrays["x_train"],
-        arrays["y_train"],
-        (arrays["x_val"], arrays["y_val"]),
-    )
+    training = Training(f"{name} [{backend_name()}]", cfg, params.seed, meta, arrays)
     started = time.perf_counter()
     model = training.run(progress_bar=False)
     train_seconds = time.perf_counter() - started
@@ -108,9 +100,8 @@ def deterministic(params, cfg, arrays: dict, meta: dict, images: int = 8192) -> 
     cfg = cfg.replace(epochs=2)
     weights = []
     for _ in range(2):
-        model = Training(
-            "determinism", cfg, params.seed, meta, arrays["x_train"][:images], arrays["y_train"][:images], checks=False
-        ).run(progress_bar=False)
+        first = {"x_train": arrays["x_train"][:images], "y_train": arrays["y_train"][:images]}
+        model = Training("determinism", cfg, params.seed, meta, first, checks=False).run(progress_bar=False)
         weights.append([np.asarray(keras.ops.convert_to_numpy(v)) for v in model.weights])
     return all(np.array_equal(a, b) for a, b in zip(*weights, strict=False))
 

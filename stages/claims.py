@@ -19,7 +19,7 @@ from classic_cnns import outputs, paths
 from classic_cnns.analysis import claims, grid
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
-from classic_cnns.reporting import render
+from classic_cnns.reporting import claims_doc, render
 
 REPORT_MD, REPORT_HTML = paths.REPORTS / "claims.md", paths.REPORTS / "claims.html"
 
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         {"budget": size, **r} for size, (t, _, _) in budgets.items() for r in json.loads(t.to_json(orient="records"))
     ]
     outputs.write_json(paths.CLAIMS, records)
-    doc = claims.blocks(budgets, params.ablations)
+    doc = claims_doc.blocks(budgets, params.ablations)
     text = render.to_markdown(doc, REPORT_MD.parent)
     outputs.write_text(REPORT_MD, text)
     outputs.write_text(REPORT_HTML, render.to_html(text, "The notebook's claims, measured", REPORT_MD.parent))

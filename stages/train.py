@@ -3,15 +3,11 @@
     python -m stages.train lenet5
 
 Reads data/prepared/<dataset>.npz; writes models/<name>/model.keras and reports/<name>/ history.csv,
-architecture.csv, training.json (classic_cnns/training/results.py).
-
-Every epoch is checkpointed to checkpoints/<name>/, so a killed run rerun with `dvc repro`
-continues from its last finished epoch, in the same MLflow run (each epoch logged once), and ends
-with the same weights as an uninterrupted run. A tracking server that stops answering does not stop
-training; if it is still away at the end, the stage stops keeping the checkpoint, and a rerun logs
-the missing epochs and writes the outputs without training again. A non-finite loss, or a loss
-stuck at ln(classes) with chance accuracy, stops the stage with a message, marks the MLflow run
-FAILED and writes no outputs.
+architecture.csv, training.json (classic_cnns/training/results.py). Every epoch is checkpointed to
+checkpoints/<name>/: a killed run rerun with `dvc repro` continues in the same MLflow run and ends
+with the same weights; a tracking store away at the end keeps the checkpoint, and a rerun logs what
+is missing without training again. A training that diverges or does not learn writes nothing and
+marks its run FAILED.
 """
 
 from __future__ import annotations
@@ -42,16 +38,7 @@ def train(params, name: str) -> dict | None:
     if placement.chief:
         store.use_store(params.mlflow.experiment)  # a tracking fault costs seconds, before any work
     arrays, meta = load_split(cfg.dataset)
-    training = Training(
-        name,
-        cfg,
-        params.seed,
-        meta,
-        arrays["x_train"],
-        arrays["y_train"],
-        (arrays["x_val"], arrays["y_val"]),
-        params.health,
-    )
+    training = Training(name, cfg, params.seed, meta, arrays, params.health)
     if not placement.chief:  # feeds its share of every batch; the first process writes and logs
         print(f"{name}: process {placement.index + 1} of {placement.processes}, {placement.devices} devices in all")
         training.run(placement=placement)
@@ -60,12 +47,7 @@ def train(params, name: str) -> dict | None:
     if placement.processes > 1:  # the other processes start at epoch 1 too
         ckpt.clear()
     state = training.resume(ckpt)
-    print(
-        f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(training.x)} training images, "
-        f"{training.model.count_params():,} parameters; training on {placement.describe(environment.device())} "
-        f"({keras.backend.backend()} backend)" + (f"; resuming after epoch {state['epoch']}" if state else ""),
-        flush=True,
-    )
+    training.announce(f"{placement.describe(environment.device())} ({keras.backend.backend()} backend)", state)
     logged = {"seed": params.seed, **flatten(cfg, "model"), "model.name": name, **flatten(params.health, "health")}
     kept = KEPT.format(ckpt.folder)
     try:

@@ -37,14 +37,27 @@ def comparison_blocks(trained: dict) -> list[tuple]:
         rows.append(row)
     totals = {k: (int(t["parameters"].sum()), int(t["multiply_adds"].sum())) for k, t in nets.items()}
     rows.append(["total"] + [f"{p:,} parameters, {m / 1e6:,.0f} M multiply-adds" for p, m in totals.values()])
+    return [
+        ("h2", "AlexNet for ImageNet and for 32x32 images"),
+        (
+            "p",
+            "Built from the same code as the trained model (classic_cnns/model/networks.py; untrained): output shape "
+            "and parameters of each layer. Krizhevsky et al.'s local response normalisation has no "
+            "weights and is left out.",
+        ),
+        ("table", ["layer", *nets], rows),
+    ] + [("p", t) for t in differences(built, trained, totals)]
 
-    k, nb = built["krizhevsky"], built["notebook"]
+
+def differences(built: dict, trained: dict, totals: dict) -> list[str]:
+    """What each difference between the three AlexNets costs, in words."""
+    k, nb, ours = built["krizhevsky"], built["notebook"], trained["architecture"]
     fc6 = {name: int(_row(t, "fc6").parameters) for name, t in (("k", k), ("nb", nb), ("ours", ours))}
     flat = {name: _row(t, "flatten").output_shape for name, t in (("k", k), ("nb", nb), ("ours", ours))}
     pool3 = {name: _row(t, "pool3").output_shape for name, t in (("k", k), ("nb", nb), ("ours", ours))}
     ungrouped = sum(int(_row(nb, c).parameters) for c in ("conv2", "conv4", "conv5"))
     grouped = sum(int(_row(k, c).parameters) for c in ("conv2", "conv4", "conv5"))
-    text = [
+    return [
         f"**Padding.** Krizhevsky et al. pad convolutions 2-5, so the maps stay 27x27 and 13x13 and the last "
         f"pooling leaves {pool3['k']} ({flat['k']} values) for fc6, which alone holds {fc6['k']:,} parameters. The "
         f"notebook's ImageNet AlexNet pads nothing: every convolution trims its border, the maps shrink to "
@@ -62,13 +75,3 @@ def comparison_blocks(trained: dict) -> list[tuple]:
         f"training images and {len(trained['data']['classes'])} classes: fc6 holds {fc6['ours']:,} parameters and "
         f"the output layer {int(_row(ours, 'output').parameters):,}.",
     ]
-    return [
-        ("h2", "AlexNet for ImageNet and for 32x32 images"),
-        (
-            "p",
-            "Built from the same code as the trained model (classic_cnns/model/networks.py; untrained): output shape "
-            "and parameters of each layer. Krizhevsky et al.'s local response normalisation has no "
-            "weights and is left out.",
-        ),
-        ("table", ["layer", *nets], rows),
-    ] + [("p", t) for t in text]

@@ -25,29 +25,39 @@ def _share(arch: pd.DataFrame, types: tuple[str, ...], column: str) -> float:
     return 100 * arch.loc[arch["type"].isin(types), column].sum() / max(1, arch[column].sum())
 
 
+def _acc(r: dict) -> str:
+    return f"{100 * r['metrics']['test_accuracy']:.2f}%"
+
+
+def _gap(r: dict) -> float:
+    return 100 * (r["training"]["final_train_accuracy"] - r["training"]["final_val_accuracy"])
+
+
+def _layers_with_weights(arch: pd.DataFrame) -> int:
+    return int((arch["parameters"] > 0).sum())
+
+
 def question_blocks(results: dict[str, dict]) -> list[tuple]:
     """The reference notebook's five questions, each answered with this run's numbers."""
-    by_arch = {r["config"].architecture: (name, r) for name, r in results.items()}
+    by_arch = {r["config"].architecture: r for r in results.values()}
     if not {"lenet5", "alexnet"} <= set(by_arch):
         return []
-    le, al = by_arch["lenet5"][1], by_arch["alexnet"][1]
+    le, al = by_arch["lenet5"], by_arch["alexnet"]
+    return (
+        [("h2", "The notebook's five questions, answered from this run")]
+        + _lenet_answers(le, al)
+        + _alexnet_answers(le, al)
+    )
+
+
+def _lenet_answers(le: dict, al: dict) -> list[tuple]:
+    """Questions 1 to 3: LeNet-5, its parts, its limits."""
     la, aa = le["architecture"], al["architecture"]
     conv, dense = ("Conv2D",), ("Dense",)
     lmacs, amacs = int(la["multiply_adds"].sum()), int(aa["multiply_adds"].sum())
     lp, ap = le["training"]["parameters"], al["training"]["parameters"]
     shapes = dict(zip(la["layer"], la["output_shape"], strict=False))
-
-    def acc(r):
-        return f"{100 * r['metrics']['test_accuracy']:.2f}%"
-
-    def gap(r):
-        return 100 * (r["training"]["final_train_accuracy"] - r["training"]["final_val_accuracy"])
-
-    def layers_with_weights(arch):
-        return int((arch["parameters"] > 0).sum())
-
     return [
-        ("h2", "The notebook's five questions, answered from this run"),
         ("h3", "1. LeNet-5's architecture and significance"),
         (
             "p",
@@ -56,7 +66,7 @@ def question_blocks(results: dict[str, dict]) -> list[tuple]:
             f"S4 {shapes.get('S4', '?')}) and three fully connected layers ({shapes.get('C5', '?')}, "
             f"{shapes.get('F6', '?')}, {shapes.get('output', '?')}): {lp:,} parameters and {lmacs / 1e6:.2f} M "
             f"multiply-adds per image. Trained here for {le['training']['epochs']} epochs "
-            f"({le['training']['train_seconds']:.0f} s on {le['training']['device']}), it reaches {acc(le)} test "
+            f"({le['training']['train_seconds']:.0f} s on {le['training']['device']}), it reaches {_acc(le)} test "
             f"accuracy on {le['dataset']}{published(le)}. It showed that "
             "weights shared across positions, learned end to end by backpropagation, beat hand-made features.",
         ),
@@ -73,12 +83,12 @@ def question_blocks(results: dict[str, dict]) -> list[tuple]:
         ("h3", "3. LeNet-5's limitations and how AlexNet addressed them"),
         (
             "p",
-            f"LeNet-5 has {layers_with_weights(la)} layers with weights and {lp:,} parameters; the AlexNet here "
-            f"has {layers_with_weights(aa)} and {ap:,} ({ap / lp:.0f}x), costing {amacs / lmacs:.0f}x the "
+            f"LeNet-5 has {_layers_with_weights(la)} layers with weights and {lp:,} parameters; the AlexNet here "
+            f"has {_layers_with_weights(aa)} and {ap:,} ({ap / lp:.0f}x), costing {amacs / lmacs:.0f}x the "
             f"multiply-adds per image ({amacs / 1e6:.1f} M). AlexNet replaces tanh with ReLU, average with "
             f"overlapping max-pooling (3x3, stride 2), and adds dropout 0.5 before each large dense layer. "
-            f"Its train-validation accuracy gap at the last epoch is {gap(al):.1f} points, LeNet-5's "
-            f"{gap(le):.1f}. Whether each change matters on its own is measured by the ablation experiments, "
+            f"Its train-validation accuracy gap at the last epoch is {_gap(al):.1f} points, LeNet-5's "
+            f"{_gap(le):.1f}. Whether each change matters on its own is measured by the ablation experiments, "
             "not assumed here.",
         ),
     ] + _alexnet_answers(le, al)
@@ -91,10 +101,6 @@ def _alexnet_answers(le: dict, al: dict) -> list[tuple]:
     lmacs, amacs = int(la["multiply_adds"].sum()), int(aa["multiply_adds"].sum())
     ap = al["training"]["parameters"]
     kernel = al["details"]["first_kernel"].shape
-
-    def acc(r):
-        return f"{100 * r['metrics']['test_accuracy']:.2f}%"
-
     return [
         ("h3", "4. AlexNet's architecture and contributions"),
         (
@@ -105,14 +111,14 @@ def _alexnet_answers(le: dict, al: dict) -> list[tuple]:
             f"{_share(aa, dense, 'parameters'):.1f}% of them in the dense layers, while the convolutions do "
             f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {describe.recipe(al['config'])} and "
             f"regularisation by {describe.regularisation(al['config'])}, it reaches "
-            f"{acc(al)} test accuracy on {al['dataset']} after {al['training']['epochs']} epochs "
+            f"{_acc(al)} test accuracy on {al['dataset']} after {al['training']['epochs']} epochs "
             f"({al['training']['train_seconds'] / 60:.1f} min on {al['training']['device']}). The reference "
             "notebook's AlexNet never learned; see the diagnosis below for why.",
         ),
         ("h3", "5. How the two compare"),
         (
             "p",
-            f"LeNet-5 scores {acc(le)} on {le['dataset']} and AlexNet {acc(al)} on {al['dataset']}"
+            f"LeNet-5 scores {_acc(le)} on {le['dataset']} and AlexNet {_acc(al)} on {al['dataset']}"
             + (
                 ": different tasks, so the numbers do not rank the networks"
                 if le["config"].dataset != al["config"].dataset
@@ -138,9 +144,39 @@ def diagnostics_blocks(folder: Path) -> list[tuple]:
     summary = json.loads((folder / "summary.json").read_text())
     steps, layers = pd.read_csv(folder / "steps.csv"), pd.read_csv(folder / "layers.csv")
     nb, ours = summary["recipes"]["notebook"], summary["recipes"]["recipe"]
+    rows = [
+        [
+            layer,
+            f"{100 * nb['dead_fraction'][layer]:.1f}%",
+            f"{100 * ours['dead_fraction'][layer]:.1f}%",
+            f"{nb['grad_norm'][layer]:.3g}",
+            f"{ours['grad_norm'][layer]:.3g}",
+        ]
+        for layer in nb["dead_fraction"]
+    ]
+    return [
+        ("h2", "Why the reference notebook's AlexNet did not learn"),
+        ("p", _diagnosis(summary)),
+        (
+            "table",
+            ["layer", "dead units, notebook", "dead units, recipe", "gradient norm, notebook", "gradient norm, recipe"],
+            rows,
+        ),
+        ("img", figures.diagnostics(steps, layers), "loss and dead units over the first steps"),
+        (
+            "p",
+            f"Measured after step {nb['steps']} on {summary['model']}'s validation images "
+            "(`dvc repro diagnose`; settings under `diagnose:` in params.yaml). The training-health "
+            "check stops any run that ends up like this: see the README.",
+        ),
+    ]
+
+
+def _diagnosis(summary: dict) -> str:
+    nb, ours = summary["recipes"]["notebook"], summary["recipes"]["recipe"]
     st = nb["settings"]
     worst = max(nb["dead_fraction"], key=nb["dead_fraction"].get)
-    text = (
+    return (
         f"The notebook trained {summary['model']} with {st['optimizer']} at learning rate "
         f"{st['learning_rate']:g}, batch {st['batch_size']}, inputs scaled `{st['input_scaling']}`. "
         f"Replaying its first {nb['steps']} steps from the same initial weights, the loss on "
@@ -159,77 +195,44 @@ def diagnostics_blocks(folder: Path) -> list[tuple]:
         f"{100 * sum(ours['dead_fraction'].values()) / len(ours['dead_fraction']):.1f}% "
         f"of ReLU units dead on average."
     )
-    rows = [
-        [
-            layer,
-            f"{100 * nb['dead_fraction'][layer]:.1f}%",
-            f"{100 * ours['dead_fraction'][layer]:.1f}%",
-            f"{nb['grad_norm'][layer]:.3g}",
-            f"{ours['grad_norm'][layer]:.3g}",
-        ]
-        for layer in nb["dead_fraction"]
-    ]
-    return [
-        ("h2", "Why the reference notebook's AlexNet did not learn"),
-        ("p", text),
-        (
-            "table",
-            ["layer", "dead units, notebook", "dead units, recipe", "gradient norm, notebook", "gradient norm, recipe"],
-            rows,
-        ),
-        ("img", figures.diagnostics(steps, layers), "loss and dead units over the first steps"),
-        (
-            "p",
-            f"Measured after step {nb['steps']} on {summary['model']}'s validation images "
-            "(`dvc repro diagnose`; settings under `diagnose:` in params.yaml). The training-health "
-            "check stops any run that ends up like this: see the README.",
-        ),
-    ]
+
+
+def gpu_runs(results: dict[str, dict], bench_dir: Path) -> list[tuple[dict, dict]]:
+    """(device check record, one model's run) for each GPU run of a model the report describes."""
+    runs = []
+    for path in sorted(bench_dir.glob("device-*.json")):
+        record = json.loads(path.read_text())
+        if record.get("device", "").startswith("GPU"):
+            runs += [(record, m) for m in record["models"] if m["model"] in results]
+    return runs
+
+
+def speed_rows(results: dict[str, dict], runs: list[tuple[dict, dict]]) -> list[list[str]]:
+    """The pipeline's CPU trainings (reports/costs/), then the device check's GPU runs."""
+    rows = []
+    for r in results.values():
+        t = r["training"]
+        epochs = sorted(t.get("epoch_seconds", []))
+        median = f"{epochs[len(epochs) // 2]:.2f}" if epochs else "—"
+        rows.append([r["title"], t.get("device", "?"), t.get("keras_backend", "?"), str(t["epochs"]), median,
+                     f"{t['train_images_per_second']:,.0f}", "—", f"{t['train_seconds']:,.0f} s",
+                     _accuracy(r["metrics"]["test_accuracy"], r["metrics"].get("test_views", 1))])  # fmt: skip
+    for record, m in runs:
+        rows.append([results[m["model"]]["title"], record["device"], m["backend"], str(m["epochs"]),
+                     f"{m['epoch_seconds']:.2f}", f"{m['images_per_second']:,.0f}", f"{100 * m['peak_fraction']:.1f}%",
+                     f"{m['train_seconds']:,.0f} s", _accuracy(m["test_accuracy"], m["test_views"])])  # fmt: skip
+    return rows
 
 
 def gpu_blocks(results: dict[str, dict], bench_dir: Path) -> list[tuple]:
     """The notebook's claim that GPUs made AlexNet possible, answered with this project's trainings:
     the pipeline's CPU runs (reports/costs/) beside the device check's GPU runs (bench/results/)."""
-    gpu_runs = []
-    for path in sorted(bench_dir.glob("device-*.json")):
-        record = json.loads(path.read_text())
-        if record.get("device", "").startswith("GPU"):
-            gpu_runs += [(record, m) for m in record["models"] if m["model"] in results]
-    if not gpu_runs:
+    runs = gpu_runs(results, bench_dir)
+    if not runs:
         return []
-    rows = []
-    for r in results.values():
-        t = r["training"]
-        epochs = sorted(t.get("epoch_seconds", []))
-        rows.append(
-            [
-                r["title"],
-                t.get("device", "?"),
-                t.get("keras_backend", "?"),
-                str(t["epochs"]),
-                f"{epochs[len(epochs) // 2]:.2f}" if epochs else "—",
-                f"{t['train_images_per_second']:,.0f}",
-                "—",
-                f"{t['train_seconds']:,.0f} s",
-                _accuracy(r["metrics"]["test_accuracy"], r["metrics"].get("test_views", 1)),
-            ]
-        )
-    for _record, m in gpu_runs:
-        rows.append(
-            [
-                results[m["model"]]["title"],
-                record["device"],
-                m["backend"],
-                str(m["epochs"]),
-                f"{m['epoch_seconds']:.2f}",
-                f"{m['images_per_second']:,.0f}",
-                f"{100 * m['peak_fraction']:.1f}%",
-                f"{m['train_seconds']:,.0f} s",
-                _accuracy(m["test_accuracy"], m["test_views"]),
-            ]
-        )
+    rows = speed_rows(results, runs)
     best = {}
-    for _record, m in gpu_runs:
+    for _, m in runs:
         if m["epochs"] == results[m["model"]]["training"]["epochs"]:
             best.setdefault(m["model"], m)
     lines = [
@@ -247,7 +250,7 @@ def gpu_blocks(results: dict[str, dict], bench_dir: Path) -> list[tuple]:
             "(the device check, `bench/device.sh`; its results in `bench/results/`): "
             + "; ".join(lines)
             + f". Yet the GPU is far from full: at most "
-            f"{100 * max(m['peak_fraction'] for _, m in gpu_runs):.0f}% of its own matmul peak (measured in the same "
+            f"{100 * max(m['peak_fraction'] for _, m in runs):.0f}% of its own matmul peak (measured in the same "
             "run), with networks this small on 32x32 images.",
         ),
         (

@@ -28,9 +28,9 @@ def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
 
 class Training:
     """A seeded, compiled model of `cfg` for the data `meta` describes, and its training on
-    (x, labels), validated on `validation` = (x_val, labels_val) if given. `health` (params.yaml
-    `health`) adds the learning check; `checks=False` leaves out every health check (diagnose
-    replays recipes that fail, to measure how)."""
+    arrays["x_train"], arrays["y_train"] (labels), validated on arrays["x_val"], arrays["y_val"]
+    where given and `validate`. `health` (params.yaml `health`) adds the learning check;
+    `checks=False` leaves out every health check (diagnose replays recipes that fail, to measure how)."""
 
     def __init__(
         self,
@@ -38,26 +38,34 @@ class Training:
         cfg,
         seed: int,
         meta: dict,
-        x: np.ndarray,
-        labels: np.ndarray,
-        validation: tuple | None = None,
+        arrays: dict[str, np.ndarray],
         health=None,
+        validate: bool = True,
         checks: bool = True,
     ):
         self.label, self.cfg, self.seed, self.meta = label, cfg, seed, meta
         classes = len(meta["classes"])
         seed_everything(seed)
-        self.x, self.y = x, one_hot(labels, classes)
-        self.validation = (
-            None if validation is None else (validation[0].astype("float32"), one_hot(validation[1], classes))
-        )
-        self.build = functools.partial(build_compiled, cfg, meta, math.ceil(len(x) / cfg.batch_size))
+        self.x, self.y = arrays["x_train"], one_hot(arrays["y_train"], classes)
+        self.validation = None
+        if validate and "x_val" in arrays:
+            self.validation = (arrays["x_val"].astype("float32"), one_hot(arrays["y_val"], classes))
+        self.build = functools.partial(build_compiled, cfg, meta, math.ceil(len(self.x) / cfg.batch_size))
         self.model = self.build()
         self.progress = Progress(label, cfg.epochs)
         self.checks = [StopOnNonFiniteLoss(label)] if checks else []
         self.learning_check = [LearningCheck(label, health, classes)] if checks and health else []
         self.best = BestWeights(label, cfg.early_stopping_patience) if cfg.early_stopping_patience else None
         self.start_epoch, self.stopped = 0, False
+
+    def announce(self, where: str, state: dict) -> None:
+        """One line: what trains on what, where; `state`: the checkpoint resumed from, if any."""
+        print(
+            f"{self.label}: {self.cfg.architecture} on {self.meta['provenance']['title']}, {len(self.x)} training "
+            f"images, {self.model.count_params():,} parameters; training on {where}"
+            + (f"; resuming after epoch {state['epoch']}" if state else ""),
+            flush=True,
+        )
 
     def resume(self, checkpoint: Checkpoint) -> dict:
         """Continue from `checkpoint` if it matches (model, optimizer, history, early stopping's

@@ -1,0 +1,177 @@
+"""The claims document (reports/claims.md and .html): each claim's verdict per budget, with what was
+measured and every variant's numbers, from the claims table (classic_cnns/analysis/claims.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from classic_cnns.analysis.claims import MEASURES
+
+
+def pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def budget_words(budget: dict, seeds: list[int], cells: pd.DataFrame) -> str:
+    return (
+        f"each variant trained {len(seeds)} times (seeds {', '.join(map(str, seeds))}) for {budget['epochs']} "
+        f"epoch{'s' if budget['epochs'] != 1 else ''} on {budget['train_limit'] or 'all'} training images"
+        + (" (a seeded subset)" if budget["train_limit"] else "")
+        + f", validated on {budget['val_limit'] or 'all'} "
+        f"and tested on {int(cells['test_images'].iloc[0]):,} test images; training took "
+        f"{cells['train_seconds'].sum() / 60:.0f} minutes in all on {cells['device'].iloc[0]}"
+        + (
+            f", {int(cells['concurrent_cells'].max())} cells at a time (so each cell's wall time is longer than "
+            "it would be alone)"
+            if cells.get("concurrent_cells", pd.Series([1])).max() > 1
+            else ""
+        )
+    )
+
+
+def verdict_table(table: pd.DataFrame) -> tuple:
+    return (
+        "table",
+        ["Claim (the notebook's)", "Measured", "Variants: mean ± std (%)", "Difference (points)", "95% CI", "Verdict"],
+        [
+            [
+                r.claim,
+                MEASURES[r.measure],
+                "; ".join(f"{v} {pct(s['mean'])} ± {pct(s['std'])}" for v, s in r.variants.items()),
+                f"{100 * r.difference:+.1f} ({r.reading})",
+                f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]",
+                r.verdict
+                + (f": {r.to_decide}" if r.to_decide else "")
+                + (f" (did not learn: {'; '.join(r.did_not_learn)})" if r.did_not_learn else ""),
+            ]
+            for r in table.itertuples()
+        ],
+    )
+
+
+def variants_table(cells: pd.DataFrame, ablations) -> tuple:
+    summary = cells.groupby("variant", sort=False).agg(
+        seeds=("seed", "count"),
+        parameters=("parameters", "first"),
+        test=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"),
+        speed=("learning_speed", "mean"),
+        train=("train_accuracy", "mean"),
+        gap=("generalisation_gap", "mean"),
+        seconds=("train_seconds", "mean"),
+        learned=("outcome", lambda s: int((s == "learned").sum())),
+    )
+    return (
+        "table",
+        [
+            "Variant",
+            "Changes",
+            "Parameters",
+            "Test accuracy (%)",
+            "Learning speed (%)",
+            "Training accuracy (%)",
+            "Train - test (points)",
+            "Seconds per run",
+            "Runs that learned",
+        ],
+        [
+            [
+                r.Index,
+                ", ".join(f"{k}={x}" for k, x in ablations.changes(r.Index).items()),
+                f"{int(r.parameters):,}",
+                f"{pct(r.test)} ± {pct(r.test_std)}",
+                pct(r.speed),
+                pct(r.train),
+                pct(r.gap),
+                f"{r.seconds:.0f}",
+                f"{int(r.learned)}/{int(r.seeds)}",
+            ]
+            for r in summary.itertuples()
+        ],
+    )
+
+
+def blocks(budgets: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict]], ablations) -> list[tuple]:
+    """The claims document. `budgets`: per budget ("full", "quick"), (claims table, cells, budget);
+    the full-size verdicts come first where that grid has run, the quick check after them."""
+    out = intro_blocks(budgets) + verdict_blocks(budgets, ablations)
+    for size, (_, cells, _) in budgets.items():
+        out += [
+            ("h2", "Every variant" + (" at full size" if size == "full" else " at the small budget")),
+            variants_table(cells, ablations),
+        ]
+    return out + [("p", KERNEL_NOTE), ("p", RERUN_NOTE)]
+
+
+KERNEL_NOTE = (
+    "Changing the first kernel keeps the notebook's valid padding, so a smaller kernel also leaves larger feature "
+    "maps for the layers after it (see the parameter counts): the first-kernel rows compare those whole networks, "
+    "not the kernel alone."
+)
+RERUN_NOTE = (
+    "Rerun: `dvc repro ablations/dvc.yaml` (cells already run are cached); the full-size grid: `python -m "
+    "bench.device --grid 6` on a GPU machine. Each quick cell is an MLflow run under the parent run of the grid, "
+    "tagged ablation_variant and ablation_groups."
+)
+
+
+def intro_blocks(budgets: dict) -> list[tuple]:
+    every = pd.concat([cells for _, cells, _ in budgets.values()])
+    sources = ", ".join(sorted(set(every["dataset_title"])))
+    non_official = sorted(set(every.loc[~every["dataset_official"].astype(bool), "dataset_title"]))
+    out: list[tuple] = [
+        ("h1", "The notebook's claims, measured"),
+        (
+            "p",
+            "Each claim is an experiment: variants of the two networks that differ in one thing, each "
+            "trained with several seeds, with each base model's full-run recipe, regularisation included. "
+            f"Data: {sources}."
+            + (
+                f" **Not official data**: {', '.join(non_official)} (see the main report's provenance)."
+                if non_official
+                else ""
+            ),
+        ),
+        (
+            "p",
+            "Differences are in percentage points, as mean over seeds; the interval is the 95% Welch "
+            "interval of the difference. **supported**: the interval is above 0; **contradicted**: below; "
+            "**inconclusive**: it contains 0. Each verdict is of the budget its section names.",
+        ),
+    ]
+    return out
+
+
+def verdict_blocks(budgets: dict, ablations) -> list[tuple]:
+    out = []
+    if "full" in budgets:
+        table, cells, budget = budgets["full"]
+        out += [
+            ("h2", "At full size (GPU)"),
+            (
+                "p",
+                f"The grid at `ablations.full_size`: {budget_words(budget, ablations.seeds, cells)}; "
+                f"{len(cells)} of {len(ablations.variants) * len(ablations.seeds)} cells "
+                "(`python -m bench.device --grid N` on a GPU machine; results in ablations/results-full/).",
+            ),
+            verdict_table(table),
+        ]
+    table, cells, budget = budgets["quick"]
+    out += [
+        ("h2", "Quick check (small budget, CPU)" if "full" in budgets else "At a small budget (CPU)"),
+        (
+            "p",
+            f"The grid of `dvc repro ablations/dvc.yaml`: {budget_words(budget, ablations.seeds, cells)}. "
+            "Far shorter than a full training: a network still far from fitting its training images here "
+            "(see *Training accuracy* below) may rank differently after a full training."
+            + (
+                " Where the two budgets disagree, the full-size verdict is the one to read."
+                if "full" in budgets
+                else ""
+            ),
+        ),
+        verdict_table(table),
+    ]
+    return out
