@@ -64,27 +64,24 @@ def layer_forward_backward(layer, batch: int, first: bool):
     return run
 
 
-def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
-    import keras
+def layer_rows(model, batch: int) -> list[dict]:
+    """Each layer with weights: the seconds of its forward and backward passes, and their FLOPs."""
+    from classic_cnns.model.networks import multiply_adds
+
+    rows = []
+    weighted = [layer for layer in model.layers if multiply_adds(layer)]
+    for i, layer in enumerate(weighted):
+        passes = 2 if i == 0 else 3  # forward, weight gradient, input gradient (not for the first layer)
+        flops = passes * 2 * multiply_adds(layer) * batch
+        seconds = seconds_per_call(layer_forward_backward(layer, batch, first=i == 0))
+        rows.append({"part": f"{layer.name} ({type(layer).__name__})", "seconds": seconds, "flops": flops})
+    return rows
+
+
+def step_functions(model, x, y):
+    """(forward and backward pass, optimizer update, whole train step) as compiled TensorFlow functions."""
     import tensorflow as tf
 
-    from bench.speed import train_flops_per_image
-    from classic_cnns.model.networks import multiply_adds
-    from classic_cnns.model.recipe import build_compiled, seed_everything
-
-    if keras.backend.backend() != "tensorflow":
-        raise SystemExit("bench.breakdown needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
-    params = load_params()
-    cfg = params.model(name).replace(schedule="constant", warmup_epochs=0)
-    batch = batch or cfg.batch_size
-    seed_everything(0)
-    shape = REGISTRY[cfg.dataset].prepared_shape
-    meta = {"shape": list(shape), "mean": [100.0] * shape[-1], "std": [60.0] * shape[-1], "classes": list(range(10))}
-    model = build_compiled(cfg, meta, 100)
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.integers(0, 256, (batch, *shape)).astype("float32"))
-    y = tf.constant(keras.utils.to_categorical(rng.integers(0, 10, batch), 10))
-    peak = matmul_peak("bfloat16" if cfg.mixed_precision else "float32")
     variables = model.trainable_variables
     model.optimizer.build(variables)
 
@@ -104,14 +101,32 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     def train_step():
         model.optimizer.apply(forward_backward(), variables)
 
-    rows, layers_seconds = [], 0.0
-    weighted = [layer for layer in model.layers if multiply_adds(layer)]
-    for i, layer in enumerate(weighted):
-        passes = 2 if i == 0 else 3  # forward, weight gradient, input gradient (not for the first layer)
-        flops = passes * 2 * multiply_adds(layer) * batch
-        seconds = seconds_per_call(layer_forward_backward(layer, batch, first=i == 0))
-        layers_seconds += seconds
-        rows.append({"part": f"{layer.name} ({type(layer).__name__})", "seconds": seconds, "flops": flops})
+    return forward_backward, update, train_step
+
+
+def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
+    import keras
+    import tensorflow as tf
+
+    from bench.speed import train_flops_per_image
+    from classic_cnns.model.recipe import build_compiled, seed_everything
+
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit("bench.breakdown needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+    params = load_params()
+    cfg = params.model(name).replace(schedule="constant", warmup_epochs=0)
+    batch = batch or cfg.batch_size
+    seed_everything(0)
+    shape = REGISTRY[cfg.dataset].prepared_shape
+    meta = {"shape": list(shape), "mean": [100.0] * shape[-1], "std": [60.0] * shape[-1], "classes": list(range(10))}
+    model = build_compiled(cfg, meta, 100)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.integers(0, 256, (batch, *shape)).astype("float32"))
+    y = tf.constant(keras.utils.to_categorical(rng.integers(0, 10, batch), 10))
+    peak = matmul_peak("bfloat16" if cfg.mixed_precision else "float32")
+    forward_backward, update, train_step = step_functions(model, x, y)
+    rows = layer_rows(model, batch)
+    layers_seconds = sum(row["seconds"] for row in rows)
     whole = seconds_per_call(forward_backward)
     rows.append(
         {

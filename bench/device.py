@@ -119,74 +119,8 @@ def diagnose(params, arrays: dict, meta: dict, steps: int | None) -> dict:
     return {"steps": d.steps, "seconds": round(time.perf_counter() - started, 2), "final_probe_accuracy": finals}
 
 
-def full_size_params(params, epochs: int | None, images: int | None):
-    """params with the full-size grid's budget, shrunk by --epochs / --images for a quick look."""
-    from classic_cnns.params import Budget
-
-    full = params.ablations.full_size
-    shrunk = Budget(
-        epochs=epochs or full.epochs,
-        train_limit=images or full.train_limit,
-        val_limit=images or full.val_limit,
-        test_limit=images or full.test_limit,
-    )
-    return params.replace(ablations=params.ablations.replace(full_size=shrunk))
-
-
-def run_grid(
-    params, workers: int, deadline_s: float | None, passed: list[str], variants: list[str] | None = None
-) -> dict:
-    """The claims grid at full size (params.yaml ablations.full_size), `workers` cells at a time on
-    the one device (each its own process), the longest first; writes ablations/results-full/.
-    Cells already there are kept; after `deadline_s`, no new cell starts."""
-    import os
-    import subprocess
-    from concurrent.futures import ThreadPoolExecutor
-
-    from classic_cnns.analysis import grid
-
-    cells = [(v, s) for v in variants or params.ablations.variants for s in params.ablations.seeds]
-    todo = [c for c in cells if not paths.grid_result(*c, "full").exists()]
-    todo.sort(key=lambda c: params.ablations.model(params, c[0], "full").architecture != "alexnet")
-    env = {
-        **os.environ,
-        "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / workers:.2f}",
-        "PYTHONUNBUFFERED": "1",
-        grid.CONCURRENT_ENV: str(workers),
-    }
-    started = time.perf_counter()
-
-    def one(cell: tuple[str, int]) -> str:
-        if deadline_s and time.perf_counter() - started > deadline_s:
-            return "not started (deadline)"
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.device", "--cell", cell[0], str(cell[1]), *passed],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        last = (done.stdout.strip().splitlines() or [""])[-1]
-        print(f"{cell[0]} seed {cell[1]}: {last if done.returncode == 0 else done.stderr[-2000:]}", flush=True)
-        return "done" if done.returncode == 0 else "failed"
-
-    with ThreadPoolExecutor(workers) as pool:
-        states = dict(zip(todo, pool.map(one, todo), strict=False))
-    ran = [c for c, state in states.items() if state == "done"]
-    return {
-        "cells": len(cells),
-        "ran": len(ran),
-        "already_there": len(cells) - len(todo),
-        "not_run": sorted(f"{v} seed {s}: {state}" for (v, s), state in states.items() if state != "done"),
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 1),
-        "budget": params.ablations.full_size.asdict(),
-    }
-
-
 def cpu_figures(name: str) -> dict:
     """The committed CPU training's figures (the train stage's record of its last run)."""
-    from classic_cnns import paths
-
     path = ROOT / paths.cost_record("train", name)
     record = json.loads(path.read_text()) if path.exists() else {}
     return {k: record[k] for k in ("train_seconds", "train_images_per_second", "device") if k in record}
@@ -244,23 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cell or args.grid:
-        from classic_cnns import outputs
-        from classic_cnns.analysis import grid
+        from bench.device_grid import run
 
-        params = full_size_params(load_params(ROOT / "params.yaml"), args.epochs, args.images)
-        if args.cell:
-            variant, seed = args.cell[0], int(args.cell[1])
-            result = grid.train_cell(params, variant, seed, "full")
-            outputs.write_json(paths.grid_result(variant, seed, "full"), result, default=float)
-            return 0
-        passed = [
-            *(["--epochs", str(args.epochs)] if args.epochs else []),
-            *(["--images", str(args.images)] if args.images else []),
-        ]
-        summary = run_grid(params, args.grid, args.deadline, passed, args.variants)
-        print(json.dumps(summary, indent=2), flush=True)
-        return 0 if not summary["not_run"] else 1
+        return run(args)
+    return check(args)
 
+
+def check(args: argparse.Namespace) -> int:
+    """The device check: each model trained and evaluated, determinism, the diagnosis; one record."""
     from bench.speed import matmul_peak
     from classic_cnns import environment
     from classic_cnns.backend import name as backend_name
@@ -274,21 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         "backend": backend_name(),
         "environment": environment.describe(),
         "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()},
-        "models": [],
         "cpu": {name: cpu_figures(name) for name in names},
     }
     data = {}
-    for name in names:
-        cfg = params.model(name)
-        if args.epochs:
-            cfg = cfg.replace(epochs=args.epochs)
-        if cfg.dataset not in data:
-            data[cfg.dataset] = load_prepared(args.data, cfg.dataset)
-        arrays, meta = data[cfg.dataset]
-        if args.images:
-            arrays = {k: v[: args.images] for k, v in arrays.items()}
-        result["models"].append(train_and_evaluate(params, name, cfg, arrays, meta, peaks))
-        print(json.dumps(result["models"][-1]), flush=True)
+    result["models"] = [train_one(params, name, args, data, peaks) for name in names]
     if not args.no_determinism:
         first = params.model(names[0])
         result["deterministic"] = deterministic(params, first, *data[first.dataset])
@@ -303,6 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result), flush=True)
     return 0
+
+
+def train_one(params, name: str, args: argparse.Namespace, data: dict, peaks: dict) -> dict:
+    """One model at the asked size (data: the prepared datasets loaded so far, by name)."""
+    cfg = params.model(name)
+    if args.epochs:
+        cfg = cfg.replace(epochs=args.epochs)
+    if cfg.dataset not in data:
+        data[cfg.dataset] = load_prepared(args.data, cfg.dataset)
+    arrays, meta = data[cfg.dataset]
+    if args.images:
+        arrays = {k: v[: args.images] for k, v in arrays.items()}
+    record = train_and_evaluate(params, name, cfg, arrays, meta, peaks)
+    print(json.dumps(record), flush=True)
+    return record
 
 
 if __name__ == "__main__":

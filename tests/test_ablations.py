@@ -16,7 +16,7 @@ from scipy import stats
 from classic_cnns.analysis.claims import CLAIMS, claims_table, contrast_interval, verdict
 from classic_cnns.model.networks import build
 from classic_cnns.params import TRACE_ENV, ParamsError, load_params
-from tests.conftest import ROOT, assert_stages_declare_what_they_read, run
+from tests.projects import ROOT, assert_stages_declare_what_they_read, run
 
 
 def test_the_grid_expands_to_a_cell_per_variant_and_seed_and_stays_out_of_the_default_repro(project):
@@ -168,6 +168,18 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
         variants={"lenet5-tanh-avg": {"base": "lenet5"}, "lenet5-tanh-max": {"base": "lenet5", "pooling": "max"}},
     )
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    claims = assert_the_grid_runs_its_cells_and_claims(project, tmp_path)
+    parent = assert_mlflow_holds_the_grid(project, claims)
+    assert "Running stage" not in run(["dvc", "repro", "ablations/dvc.yaml"], project).stdout
+    assert_cells_run_at_once_learn_what_the_serial_run_learned(project, claims, parent)
+    assert_the_full_size_grid_leads_the_claims(project)
+
+
+def result(project, variant: str, seed: int) -> dict:
+    return json.loads((project / f"ablations/results/{variant}-seed{seed}.json").read_text())
+
+
+def assert_the_grid_runs_its_cells_and_claims(project, tmp_path) -> list[dict]:
     first = run(["dvc", "repro", "ablations/dvc.yaml"], project)
     ran = set(re.findall(r"Running stage '([^']+)'", first.stdout))
     assert {s for s in ran if "ablations" in s} == {
@@ -183,7 +195,7 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
         s.split(":")[1] for s in ran if "ablations" in s
     }
 
-    cell = json.loads((project / "ablations/results/lenet5-tanh-max-seed2.json").read_text())
+    cell = result(project, "lenet5-tanh-max", 2)
     assert cell["train_images"] == 120 and cell["test_images"] == 80 and cell["epochs_run"] == 2
     assert len(cell["history"]["val_accuracy"]) == 2
     assert cell["learning_speed"] == pytest.approx(np.mean(cell["history"]["val_accuracy"]))
@@ -192,26 +204,20 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
     claims = json.loads((project / "ablations/claims.json").read_text())
     (pooling,) = [c for c in claims if "tanh LeNet-5" in c["claim"]]
     assert pooling["verdict"] in ("supported", "contradicted", "inconclusive") and pooling["seeds"] == 2
-    assert pooling["variants"]["lenet5-tanh-max"]["mean"] == pytest.approx(
-        np.mean(
-            [
-                json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())["test_accuracy"]
-                for s in (1, 2)
-            ]
-        )
-    )
+    maxed = [result(project, "lenet5-tanh-max", seed) for seed in (1, 2)]
+    assert pooling["variants"]["lenet5-tanh-max"]["mean"] == pytest.approx(np.mean([c["test_accuracy"] for c in maxed]))
     md = (project / "reports/claims.md").read_text()
     assert "Max pooling works better than average pooling -- tanh LeNet-5" in md
     assert f"{100 * pooling['difference']:+.1f}" in md
     max_rows = [line for line in md.splitlines() if line.startswith("| lenet5-tanh-max |")]
-    train = np.mean(
-        [
-            json.loads((project / f"ablations/results/lenet5-tanh-max-seed{s}.json").read_text())["train_accuracy"]
-            for s in (1, 2)
-        ]
-    )
+    train = np.mean([c["train_accuracy"] for c in maxed])
     assert "Training accuracy (%)" in md and f"| {100 * train:.1f} |" in max_rows[0]
+    return claims
 
+
+def assert_mlflow_holds_the_grid(project, claims: list[dict]):
+    """A parent run for the grid, a child per cell, the claims as the parent's files and tags."""
+    (pooling,) = [c for c in claims if "tanh LeNet-5" in c["claim"]]
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("classic-cnns")
     runs = client.search_runs([experiment.experiment_id])
@@ -236,12 +242,11 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
         "claims/claims.md",
         "claims/claims.html",
     }
+    return parent
 
-    again = run(["dvc", "repro", "ablations/dvc.yaml"], project)
-    assert "Running stage" not in again.stdout
 
-    # two cells at a time (ablations/parallel.sh; here a variant's two seeds): what they learned is
-    # what the serial run learned
+def assert_cells_run_at_once_learn_what_the_serial_run_learned(project, claims: list[dict], parent) -> None:
+    """Two cells at a time (ablations/parallel.sh; here a variant's two seeds)."""
     serial = {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")}
     verdicts = [(c["claim"], c["verdict"], c["difference"]) for c in claims]
     both = run(["ablations/parallel.sh", "2", "--force"], project, env={"CELLS": "lenet5-tanh-max"})
@@ -263,29 +268,17 @@ def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
         (c["claim"], c["verdict"], c["difference"]) for c in json.loads((project / "ablations/claims.json").read_text())
     ] == verdicts
     assert "up to date" in run(["dvc", "status", "ablations/dvc.yaml"], project).stdout
-    runs = client.search_runs([experiment.experiment_id])
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id])
     assert len([r for r in runs if "ablation_grid" in r.data.tags]) == 1  # one parent for cells started at once
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 6
 
-    # the full-size grid (a GPU machine's job: bench/device.py --grid; here 1 epoch on 120 images, no
-    # MLflow): the claims then lead with its verdicts, each section naming its budget
-    grid_run = run(
-        [
-            sys.executable,
-            "-m",
-            "bench.device",
-            "--grid",
-            "2",
-            "--variants",
-            "lenet5-tanh-avg",
-            "lenet5-tanh-max",
-            "--epochs",
-            "1",
-            "--images",
-            "120",
-        ],
-        project,
-    )
+
+def assert_the_full_size_grid_leads_the_claims(project) -> None:
+    """The full-size grid (a GPU machine's job: bench/device.py --grid; here 1 epoch on 120 images, no
+    MLflow): the claims then lead with its verdicts, each section naming its budget."""
+    args = "--grid 2 --variants lenet5-tanh-avg lenet5-tanh-max --epochs 1 --images 120".split()
+    grid_run = run([sys.executable, "-m", "bench.device", *args], project)
     assert '"ran": 4' in grid_run.stdout
     full_cell = json.loads((project / "ablations/results-full/lenet5-tanh-max-seed2.json").read_text())
     assert full_cell["budget"] == "full" and full_cell["train_images"] == 120 and full_cell["epochs_run"] == 1

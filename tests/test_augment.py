@@ -5,7 +5,7 @@ import numpy as np
 from classic_cnns.evaluation.tta import predict, tta_views
 from classic_cnns.params import load_params
 from classic_cnns.training.augment import epoch_data, shift
-from tests.conftest import ROOT
+from tests.projects import ROOT
 
 
 def alexnet(**changes):

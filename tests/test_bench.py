@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.projects import ROOT
 
 
 def bench(*args: str) -> str:
@@ -41,7 +41,7 @@ def test_the_device_check_trains_evaluates_and_checks_determinism(prepared_proje
     """bench/device.py (what bench/device.sh runs on a GPU machine), on CPU and tiny data."""
     import json
 
-    from tests.conftest import run
+    from tests.projects import run
 
     project = prepared_project
     out = tmp_path / "device.json"

@@ -11,7 +11,7 @@ import yaml
 
 from classic_cnns.data.datasets import REGISTRY, DatasetError, check, get
 from classic_cnns.params import DataSource
-from tests.conftest import run
+from tests.projects import run
 
 
 @pytest.mark.parametrize("shape", [(4, 28, 28, 3), (4, 32, 32, 1), (4, 32, 32)])
@@ -40,10 +40,12 @@ def test_only_a_dataset_declared_so_is_padded():
     assert check(own, x, np.zeros(2, np.uint8), "train")[0].shape == (2, 28, 28, 1)
 
 
-def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
-    project = pipeline_copy  # the default pipeline done: only the new dataset's stages and their readers run
+SHAPES = ["circle", "square", "cross"]
+
+
+def write_shapes(path) -> None:
+    """A tiny 3-class dataset of 16x16 colour images in keras.datasets layout: a bright band per class."""
     rng = np.random.default_rng(0)
-    classes = ["circle", "square", "cross"]
 
     def split(n):
         y = np.arange(n) % 3
@@ -53,8 +55,14 @@ def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
         return x, y.astype(np.uint8)
 
     (x_train, y_train), (x_test, y_test) = split(150), split(60)
-    (project / "data/external").mkdir(parents=True)
-    np.savez(project / "data/external/shapes.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    path.parent.mkdir(parents=True)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
+    project = pipeline_copy  # the default pipeline done: only the new dataset's stages and their readers run
+    classes = SHAPES
+    write_shapes(project / "data/external/shapes.npz")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["shapes"] = {
         "source": "data/external/shapes.npz",
@@ -86,14 +94,16 @@ def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
     )
     assert lenet.data.tags["dataset_title"] == "Tiny shapes (non-official local copy)"
     assert lenet.info.run_name == "lenet5-shapes"
-
-    report = (project / "reports/report.md").read_text()
-    assert "## LeNet-5 on Tiny shapes (non-official local copy)" in report
-    assert re.search(r"\| circle \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 20 \|", report)
-    assert "LeNet-5 scores" in report and "on Tiny shapes (non-official local copy) and AlexNet" in report
-    assert "MNIST" not in report and "LeCun" not in report  # no dataset or paper the run did not use
+    assert_the_report_names_only_the_users_dataset((project / "reports/report.md").read_text())
 
     params["data"]["shapes"]["source"] = str(project / "data/external/shapes.npz")
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     refused = run(["dvc", "repro", "download@shapes"], project, check=False)
     assert refused.returncode != 0 and "name it relative to the project" in refused.stdout + refused.stderr
+
+
+def assert_the_report_names_only_the_users_dataset(report: str) -> None:
+    assert "## LeNet-5 on Tiny shapes (non-official local copy)" in report
+    assert re.search(r"\| circle \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 20 \|", report)
+    assert "LeNet-5 scores" in report and "on Tiny shapes (non-official local copy) and AlexNet" in report
+    assert "MNIST" not in report and "LeCun" not in report  # no dataset or paper the run did not use

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.projects import ROOT
 
 PACKAGES = ("classic_cnns", "stages", "bench")
 

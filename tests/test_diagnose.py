@@ -5,7 +5,7 @@ import yaml
 
 from classic_cnns.analysis.diagnose import notebook_config, notebook_overrides
 from classic_cnns.params import load_params
-from tests.conftest import ROOT, stage
+from tests.projects import ROOT, stage
 
 
 def test_the_notebook_recipe_is_the_models_defaults_plus_its_settings():

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from classic_cnns.training.distribute import Placement, local_share
-from tests.conftest import free_port, run
+from tests.projects import run
+from tests.servers import free_port
 from tests.test_training import set_params, weights
 
 

@@ -11,7 +11,8 @@ import pytest
 from classic_cnns.data import download as dl
 from classic_cnns.data.datasets import REGISTRY
 from classic_cnns.errors import DiskFull
-from tests.conftest import stage, write_spec
+from tests.projects import stage
+from tests.tiny_data import write_spec
 
 
 @pytest.fixture

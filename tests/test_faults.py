@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns import outputs
 from classic_cnns.errors import TRACEBACK_ENV, DiskFull, run_stage
-from tests.conftest import free_port, stage
+from tests.projects import stage
+from tests.servers import free_port
 from tests.test_training import set_params
 
 

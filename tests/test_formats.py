@@ -7,7 +7,7 @@ import pytest
 
 from classic_cnns.data.datasets import REGISTRY, check
 from classic_cnns.data.formats import FormatError, read_cifar10, read_idx, read_mnist
-from tests.conftest import cifar_archive, idx_bytes, write_mnist
+from tests.tiny_data import cifar_archive, idx_bytes, write_mnist
 
 
 def test_idx_round_trip(tmp_path):

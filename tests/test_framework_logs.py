@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from classic_cnns.framework_logs import ABSL_LINE, ABSL_UNINITIALISED, filtered_stderr, keep
-from tests.conftest import ROOT
+from tests.projects import ROOT
 
 ONEDNN = (
     "I0000 00:00:1796235135.259950    2177 port.cc:153] oneDNN custom operations are on. You may see "

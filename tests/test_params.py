@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from classic_cnns.params import ParamsError, flatten, load_params
-from tests.conftest import ROOT, stage
+from tests.projects import ROOT, stage
 
 
 def write(tmp_path, mutate):

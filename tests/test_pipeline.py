@@ -6,19 +6,14 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import boto3
-import mlflow
-import numpy as np
 import yaml
-from mlflow.tracking import MlflowClient
 
 from classic_cnns import verify
 from classic_cnns.framework_logs import ABSL_LINE
-from classic_cnns.paths import project_root
-from tests.conftest import ROOT, assert_stages_declare_what_they_read, free_port, holding_proxy, run
+from tests.projects import ROOT, assert_stages_declare_what_they_read, run, runs_by_name
+from tests.servers import holding_proxy
 
 # The README's `dvc exp show` line: test accuracy against learning rate per model, in 200 columns.
 EXP_SHOW = [
@@ -53,16 +48,6 @@ STAGE_OUTPUTS = [
 
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def runs_by_name(root):
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("classic-cnns")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    grouped = {}
-    for r in runs:
-        grouped.setdefault(r.info.run_name, []).append(r)
-    return client, grouped
 
 
 EVERYTHING = {
@@ -130,62 +115,6 @@ def test_the_metrics_files_and_the_report(pipeline):
     # verify hashes each output itself, folders included, as DVC does
     for path, (_, digest) in verify.output_hashes((root / "dvc.lock").read_text()).items():
         assert verify.dvc_hash(verify.current_files(root / path), digest.endswith(".dir")) == digest, path
-
-
-def test_mlflow_holds_a_run_per_model_the_registry_and_the_report(pipeline, monkeypatch):
-    root = pipeline.root
-    metrics = {m: json.loads((root / f"reports/{m}/metrics.json").read_text()) for m in ("lenet5", "alexnet")}
-    client, runs = runs_by_name(root)
-    assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1, "report": 1}
-    for name, model in (("lenet5-mnist", "lenet5"), ("alexnet-cifar10", "alexnet")):
-        r = runs[name][0]
-        assert r.info.status == "FINISHED"
-        assert r.data.params["model.epochs"] == "1"
-        assert r.data.params["seed"] == "42"
-        assert r.data.metrics["test_accuracy"] == metrics[model]["test_accuracy"]
-        assert r.data.metrics["test_accuracy_single_view"] == metrics[model]["test_accuracy_single_view"]
-        assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) == 1
-        assert r.data.tags["device"].startswith(("CPU", "GPU"))
-        assert r.data.tags["version.keras"]
-        assert r.data.tags["git_commit"] != "unknown"
-        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"history.csv", "evaluation"} <= artifacts
-        evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
-        assert "evaluation/confusion.csv" in evaluation
-    lenet = runs["lenet5-mnist"][0]
-    assert (
-        lenet.data.tags["dataset_sha256.train-images-idx3-ubyte.gz"]
-        == json.loads((root / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
-    )
-
-    # the run's model through this store (mlflow's global tracking URI and the variable restored after)
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    loaded = mlflow.pyfunc.load_model(f"runs:/{lenet.info.run_id}/model")
-    with np.load(root / "data/prepared/mnist.npz") as data:
-        x = data["x_test"][:5].astype("float32")
-    probs = np.asarray(loaded.predict(x))
-    assert probs.shape == (5, 10)
-    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
-
-    for registered in ("lenet5-mnist", "alexnet-cifar10"):
-        (version,) = client.search_model_versions(f"name='{registered}'")
-        model = registered.split("-")[0]
-        assert version.tags["test_accuracy"] == f"{metrics[model]['test_accuracy']:.4f}"
-        assert version.run_id == runs[registered][0].info.run_id
-        assert client.get_model_version_by_alias(registered, "champion").version == version.version
-    (report_run,) = runs["report"]
-    assert {a.path for a in client.list_artifacts(report_run.info.run_id, "report")} >= {
-        "report/report.md",
-        "report/report.html",
-        "report/figures",
-    }
-
-    listed = query_mlflow_server(root)
-    assert {"lenet5-mnist", "alexnet-cifar10", "report"} <= listed["runs"]
-    assert {"lenet5-mnist", "alexnet-cifar10"} <= listed["registered_models"]
 
 
 def test_a_push_cut_off_is_finished_by_a_rerun_and_a_fresh_clone_pulls_the_results(pipeline_copy, tmp_path, s3_server):
@@ -273,64 +202,6 @@ def test_a_knob_reruns_exactly_its_readers_and_mlflow_keeps_every_run(pipeline_c
     versions = client.search_model_versions("name='lenet5-mnist'")
     assert len(versions) == 3 and str(client.get_model_version_by_alias("lenet5-mnist", "champion").version) == "2"
     assert {str(v.version): v.tags.get("dvc_exp_name") for v in versions}["3"] == "quick"
-
-
-def test_temp_experiments_log_to_the_projects_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12"))
-    assert project_root() == tmp_path / "proj"
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "proj"))
-    assert project_root() == tmp_path / "proj"
-
-
-def query_mlflow_server(root) -> dict[str, set[str]]:
-    """Start a real `mlflow server` on 127.0.0.1 over the project's store and list, through its REST
-    API, the runs of the experiment and the registered models."""
-    port = free_port()
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [
-            str(mlflow_cli),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-
-    def call(path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                experiment = call("/experiments/get-by-name?experiment_name=classic-cnns")["experiment"]
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
-        runs = call("/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})
-        models = call("/registered-models/search?max_results=100")
-        return {
-            "runs": {r["info"]["run_name"] for r in runs.get("runs", [])},
-            "registered_models": {m["name"] for m in models.get("registered_models", [])},
-        }
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def assert_plots_render_offline(root):

@@ -10,7 +10,7 @@ import pytest
 from classic_cnns.model.networks import build, layer_table
 from classic_cnns.params import load_params
 from stages import report
-from tests.conftest import ROOT
+from tests.projects import ROOT
 
 CLASSES = {
     "mnist": [str(i) for i in range(10)],
@@ -24,80 +24,92 @@ def write_fixture_outputs(root, accuracies):
     rng = np.random.default_rng(0)
     for name, cfg in params.models.items():
         shape = (32, 32, 1) if cfg.dataset == "mnist" else (32, 32, 3)
-        prepared = root / "data/prepared"
-        prepared.mkdir(parents=True, exist_ok=True)
-        y_test = np.arange(40) % 10
-        np.savez(
-            prepared / f"{cfg.dataset}.npz",
-            x_test=rng.integers(0, 255, (40, *shape), dtype=np.uint8),
-            y_test=y_test.astype(np.uint8),
-        )
-        (prepared / f"{cfg.dataset}.json").write_text(
-            json.dumps(
-                {
-                    "dataset": cfg.dataset,
-                    "classes": CLASSES[cfg.dataset],
-                    "shape": list(shape),
-                    "sizes": {"train": 1000, "val": 100, "test": 40},
-                    "provenance": {
-                        "dataset": cfg.dataset,
-                        "title": f"{cfg.dataset} fixture",
-                        "official": cfg.dataset == "mnist",
-                        "source": "official" if cfg.dataset == "mnist" else "/copies/c.npz",
-                        "files": {"f.gz": "ab" * 32},
-                    },
-                }
-            )
-        )
+        y_test = write_prepared(root, cfg.dataset, shape, rng)
         model = build(cfg.architecture, shape, [0.0] * shape[-1], [1.0] * shape[-1])
-        (root / "models" / name).mkdir(parents=True)
-        model.save(root / "models" / name / "model.keras")
-        out = root / "reports" / name
-        out.mkdir(parents=True)
-        layer_table(model).to_csv(out / "architecture.csv", index=False)
-        pd.DataFrame(
+        write_training_outputs(root, name, model)
+        write_evaluation_outputs(root, name, CLASSES[cfg.dataset], y_test, accuracies[name])
+
+
+def write_prepared(root, dataset: str, shape: tuple, rng) -> np.ndarray:
+    """data/prepared/<dataset>: 40 test images and their description; returns the test labels."""
+    prepared = root / "data/prepared"
+    prepared.mkdir(parents=True, exist_ok=True)
+    y_test = np.arange(40) % 10
+    np.savez(
+        prepared / f"{dataset}.npz",
+        x_test=rng.integers(0, 255, (40, *shape), dtype=np.uint8),
+        y_test=y_test.astype(np.uint8),
+    )
+    (prepared / f"{dataset}.json").write_text(
+        json.dumps(
             {
-                "epoch": [1, 2],
-                "loss": [1.0, 0.5],
-                "accuracy": [0.6, 0.8],
-                "val_loss": [1.1, 0.6],
-                "val_accuracy": [0.55, 0.75],
+                "dataset": dataset,
+                "classes": CLASSES[dataset],
+                "shape": list(shape),
+                "sizes": {"train": 1000, "val": 100, "test": 40},
+                "provenance": {
+                    "dataset": dataset,
+                    "title": f"{dataset} fixture",
+                    "official": dataset == "mnist",
+                    "source": "official" if dataset == "mnist" else "/copies/c.npz",
+                    "files": {"f.gz": "ab" * 32},
+                },
             }
-        ).to_csv(out / "history.csv", index=False)
-        (out / "training.json").write_text(
-            json.dumps(
-                {
-                    "epochs": 2,
-                    "final_train_accuracy": 0.8,
-                    "final_val_accuracy": 0.75,
-                    "parameters": model.count_params(),
-                }
-            )
         )
-        (root / "reports/costs").mkdir(exist_ok=True)
-        (root / f"reports/costs/train-{name}.json").write_text(
-            json.dumps({"train_seconds": 12.5, "train_images_per_second": 160.0, "device": "CPU: fixture"})
+    )
+    return y_test
+
+
+def write_training_outputs(root, name: str, model) -> None:
+    (root / "models" / name).mkdir(parents=True)
+    model.save(root / "models" / name / "model.keras")
+    out = root / "reports" / name
+    out.mkdir(parents=True)
+    layer_table(model).to_csv(out / "architecture.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "loss": [1.0, 0.5],
+            "accuracy": [0.6, 0.8],
+            "val_loss": [1.1, 0.6],
+            "val_accuracy": [0.55, 0.75],
+        }
+    ).to_csv(out / "history.csv", index=False)
+    (out / "training.json").write_text(
+        json.dumps(
+            {
+                "epochs": 2,
+                "final_train_accuracy": 0.8,
+                "final_val_accuracy": 0.75,
+                "parameters": model.count_params(),
+            }
         )
-        (root / f"reports/costs/evaluate-{name}.json").write_text(
-            json.dumps({"inference_images_per_second": 1000.0, "latency_ms_per_image": 1.5, "device": "CPU: fixture"})
-        )
-        (out / "metrics.json").write_text(
-            json.dumps({"test_accuracy": accuracies[name], "test_loss": 0.5, "test_macro_f1": 0.7})
-        )
-        (out / "evaluation.json").write_text(
-            json.dumps({"test_images": 40, "inference_batch_size": 64, "model_size_mb": 3.0})
-        )
-        classes = CLASSES[cfg.dataset]
-        predicted = y_test.copy()
-        predicted[:4] = (predicted[:4] + 1) % 10
-        pd.DataFrame({"actual": np.array(classes)[y_test], "predicted": np.array(classes)[predicted]}).to_csv(
-            out / "predictions.csv", index=False
-        )
-        pd.DataFrame({"class": classes, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 4}).to_csv(
-            out / "per_class.csv", index=False
-        )
-        matrix = np.eye(10, dtype=int) * 4
-        pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes).to_csv(out / "confusion.csv")
+    )
+    (root / "reports/costs").mkdir(exist_ok=True)
+    (root / f"reports/costs/train-{name}.json").write_text(
+        json.dumps({"train_seconds": 12.5, "train_images_per_second": 160.0, "device": "CPU: fixture"})
+    )
+
+
+def write_evaluation_outputs(root, name: str, classes: list[str], y_test: np.ndarray, accuracy: float) -> None:
+    out = root / "reports" / name
+    (root / f"reports/costs/evaluate-{name}.json").write_text(
+        json.dumps({"inference_images_per_second": 1000.0, "latency_ms_per_image": 1.5, "device": "CPU: fixture"})
+    )
+    (out / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy, "test_loss": 0.5, "test_macro_f1": 0.7}))
+    (out / "evaluation.json").write_text(
+        json.dumps({"test_images": 40, "inference_batch_size": 64, "model_size_mb": 3.0})
+    )
+    predicted = y_test.copy()
+    predicted[:4] = (predicted[:4] + 1) % 10
+    pd.DataFrame({"actual": np.array(classes)[y_test], "predicted": np.array(classes)[predicted]}).to_csv(
+        out / "predictions.csv", index=False
+    )
+    pd.DataFrame({"class": classes, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 4}).to_csv(
+        out / "per_class.csv", index=False
+    )
+    matrix = np.eye(10, dtype=int) * 4
+    pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes).to_csv(out / "confusion.csv")
 
 
 @pytest.fixture
@@ -128,12 +140,19 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     assert len(images) >= 10
     for image in images:
         assert (fixture_root / "reports" / image).stat().st_size > 0
-    html = (fixture_root / "reports/report.html").read_text()
+    assert_html_is_the_markdown_self_contained((fixture_root / "reports/report.html").read_text(), images)
+    assert_classes_models_and_architectures_are_named(md)
+
+
+def assert_html_is_the_markdown_self_contained(html: str, images: list[str]) -> None:
     assert html.count("data:image/png;base64,") == len(images)
     assert "<img" in html and "src='figures/" not in html  # self-contained
     # Markdown is rendered, not shown raw; classes are named as the data names them
     assert "<em>Data provenance</em>" in html and "*Data provenance*" not in html
     assert "<code>dvc repro ablations/dvc.yaml</code>" in html and "`" not in html
+
+
+def assert_classes_models_and_architectures_are_named(md: str) -> None:
     assert "| 0 | 0.900 | 0.800 | 0.850 | 4 |" in md and "| 0.0 |" not in md
     assert "| airplane | 0.900 |" in md
     # each heading names model and dataset once
@@ -147,6 +166,9 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     assert "| pool3 | 6x6x256, 0 | 1x1x256, 0 | 1x1x256, 0 |" in md
     assert "/copies/" not in md  # a local copy is named by its sha256, not a machine's path
 
+
+def test_the_report_follows_the_files_it_is_built_from(fixture_root):
+    write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
     # change a metric, the report changes with it
     metrics = json.loads((fixture_root / "reports/alexnet/metrics.json").read_text())
     metrics["test_accuracy"] = 0.4321

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run
+from tests.projects import run
 from tests.test_pipeline import DATA, EVERYTHING, ran
 
 
@@ -32,6 +32,11 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     assert not (project / "models/lenet5/run.json").exists()
 
     client = MlflowClient(tracking_uri=team_server)
+    assert_the_runs_and_their_files_are_on_the_server(project, client, s3_server)
+    assert_reruns_change_nothing_and_another_store_gets_a_run_of_its_own(project, client)
+
+
+def assert_the_runs_and_their_files_are_on_the_server(project, client, s3_server) -> None:
     experiment = client.get_experiment_by_name("classic-cnns")
     (trained,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
     assert trained.info.status == "FINISHED" and trained.data.params["model.learning_rate"] == "0.002"
@@ -48,6 +53,9 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     assert "--xla_gpu_deterministic_ops=true" in trained.data.tags["determinism"]
     assert "test_accuracy" in trained.data.metrics  # evaluate found the run by the model file's sha256
 
+
+def assert_reruns_change_nothing_and_another_store_gets_a_run_of_its_own(project, client) -> None:
+    experiment = client.get_experiment_by_name("classic-cnns")
     # A rerun of training and evaluation with nothing changed: same bytes, so the same dvc.lock
     lock = (project / "dvc.lock").read_text()
     again = run(["dvc", "repro", "--force", "--single-item", "train@lenet5", "evaluate@lenet5"], project)

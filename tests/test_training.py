@@ -14,7 +14,7 @@ from classic_cnns.params import load_params
 from classic_cnns.training.augment import epoch_data
 from classic_cnns.training.checkpoint import KILL_AFTER_EPOCH_ENV, KILL_BEFORE_CHECKPOINT_ENV, KILL_SIGNAL_ENV
 from classic_cnns.training.health import check_learning
-from tests.conftest import ROOT, run, stage
+from tests.projects import ROOT, run, stage
 
 
 def set_params(root, model="lenet5", **settings):
@@ -149,28 +149,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
     assert (project / "models/lenet5/model.keras").read_bytes() == reference_bytes  # same DVC hash
     assert (project / "reports/lenet5/history.csv").read_text() == reference_history  # no wall times in it
 
-    # SIGTERM ends the run as KILLED (not left RUNNING) and keeps the checkpoint; a checkpoint from
-    # other params is not resumed from.
-    monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "1")
-    monkeypatch.setenv(KILL_SIGNAL_ENV, "SIGTERM")
-    set_params(project, epochs=3, learning_rate=0.002)
-    killed = stage("train", "lenet5", cwd=project, check=False)
-    assert killed.returncode == 143
-    assert mlflow_runs(project)[-1].info.status == "KILLED"
-    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
-    # kill -9 after epoch 2 was logged to MLflow, before its checkpoint: the resumed run repeats
-    # epoch 2 but logs it only once.
-    monkeypatch.delenv(KILL_SIGNAL_ENV)
-    set_params(project, epochs=3, learning_rate=0.001)
-    monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "2")
-    monkeypatch.setenv(KILL_BEFORE_CHECKPOINT_ENV, "1")
-    killed = stage("train", "lenet5", cwd=project, check=False)
-    assert "other params or data: not resuming" in killed.stdout
-    assert killed.returncode == -9
-    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
-
-    monkeypatch.delenv(KILL_AFTER_EPOCH_ENV)
-    monkeypatch.delenv(KILL_BEFORE_CHECKPOINT_ENV)
+    kill_twice(project, monkeypatch)
     resumed = run(["dvc", "repro", "train@lenet5"], project)
     assert "resuming after epoch 1" in resumed.stdout
     for a, b in zip(reference, weights(project), strict=False):
@@ -186,6 +165,30 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repe
         resumed_run.info.run_id, "val_accuracy"
     )
     assert [m.step for m in history] == [1, 2, 3]  # each epoch once
+
+
+def kill_twice(project, monkeypatch) -> None:
+    """SIGTERM ends the run as KILLED (not left RUNNING) and keeps the checkpoint; a checkpoint from
+    other params is not resumed from. Then kill -9 after epoch 2 was logged to MLflow, before its
+    checkpoint: the resumed run repeats epoch 2 but logs it only once."""
+    monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "1")
+    monkeypatch.setenv(KILL_SIGNAL_ENV, "SIGTERM")
+    set_params(project, epochs=3, learning_rate=0.002)
+    killed = stage("train", "lenet5", cwd=project, check=False)
+    assert killed.returncode == 143
+    assert mlflow_runs(project)[-1].info.status == "KILLED"
+    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
+    monkeypatch.delenv(KILL_SIGNAL_ENV)
+    set_params(project, epochs=3, learning_rate=0.001)
+    monkeypatch.setenv(KILL_AFTER_EPOCH_ENV, "2")
+    monkeypatch.setenv(KILL_BEFORE_CHECKPOINT_ENV, "1")
+    killed = stage("train", "lenet5", cwd=project, check=False)
+    assert "other params or data: not resuming" in killed.stdout
+    assert killed.returncode == -9
+    assert json.loads((project / "checkpoints/lenet5/meta.json").read_text())["epoch"] == 1
+
+    monkeypatch.delenv(KILL_AFTER_EPOCH_ENV)
+    monkeypatch.delenv(KILL_BEFORE_CHECKPOINT_ENV)
 
 
 def test_recipe_knobs_train(prepared_project):

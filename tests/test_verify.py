@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from classic_cnns import verify
-from tests.conftest import ROOT, run
+from tests.projects import ROOT, run
 
 
 def lock(outs: dict[str, str]) -> str:
@@ -59,22 +59,29 @@ def committed_project(root, files: dict[str, bytes], model: bytes) -> None:
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], root)
 
 
-def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, monkeypatch):
+FILES = {
+    "reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode(),
+    "reports/m/history.csv": b"epoch,loss\n1,0.5\n",
+    "reports/m/training.json": b'{"best_epoch": 1}\n',
+}
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A committed project: FILES in git, a model in the DVC cache, seed results of the grid."""
     root = tmp_path / "repo"
     root.mkdir()
-    files = {
-        "reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.6}).encode(),
-        "reports/m/history.csv": b"epoch,loss\n1,0.5\n",
-        "reports/m/training.json": b'{"best_epoch": 1}\n',
-    }
-    model = keras_file(tmp_path)
-    committed_project(root, files, model)
+    committed_project(root, FILES, keras_file(tmp_path))
+    monkeypatch.chdir(root)
+    return root
 
-    def verdicts():
-        return {path: (verdict, detail) for _, path, verdict, detail in verify.verify(root=root)}
 
-    assert {v for v, _ in verdicts().values()} == {verify.IDENTICAL}
+def verdicts(root) -> dict[str, tuple[str, str]]:
+    return {path: (verdict, detail) for _, path, verdict, detail in verify.verify(root=root)}
 
+
+def test_an_unchanged_rerun_is_identical_and_a_7th_digit_is_rounding(root, tmp_path):
+    assert {v for v, _ in verdicts(root).values()} == {verify.IDENTICAL}
     # rounding: the 7th digit of a loss, of an accuracy, of every weight
     write(
         root,
@@ -84,55 +91,60 @@ def test_verify_tells_identical_rounding_seed_spread_and_different(tmp_path, mon
             "models/m/model.keras": keras_file(tmp_path, 1 + 3e-7),
         },
     )
-    seen = verdicts()
+    seen = verdicts(root)
     assert seen["reports/m/history.csv"][0] == seen["reports/m/metrics.json"][0] == verify.ROUNDING
     assert seen["models/m"][0] == verify.ROUNDING  # from the DVC cache, weight by weight
     assert seen["models/m"][1].startswith("model.keras: weights up to 3.")
-    monkeypatch.chdir(root)
     assert verify.main([]) == 0
 
-    # a real change: a loss in the 4th digit, weights 1% off, a corrupted model folder
+
+def test_a_4th_digit_weights_1_percent_off_and_a_stray_file_are_different(root, tmp_path):
+    """A real change: a loss in the 4th digit, weights 1% off, a corrupted model folder."""
     write(
         root, {"reports/m/history.csv": b"epoch,loss\n1,0.4999\n", "models/m/model.keras": keras_file(tmp_path, 1.01)}
     )
-    seen = verdicts()
+    seen = verdicts(root)
     assert seen["reports/m/history.csv"][0] == seen["models/m"][0] == verify.DIFFERENT
     (root / "models/m/stray.txt").write_text("x")
-    assert verdicts()["models/m"] == (verify.DIFFERENT, "files ['stray.txt'] only on one side")
+    assert verdicts(root)["models/m"] == (verify.DIFFERENT, "files ['stray.txt'] only on one side")
     assert verify.main([]) == 1
 
-    # metrics beyond rounding: within the grid's seed spread, or not
+
+def test_metrics_beyond_rounding_are_within_the_seed_spread_or_different(root):
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.83, "test_loss": 0.6}).encode()})
-    assert verdicts()["reports/m/metrics.json"] == (
+    assert verdicts(root)["reports/m/metrics.json"] == (
         verify.WITHIN,
         "test accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)",
     )
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.70, "test_loss": 0.6}).encode()})
-    assert verdicts()["reports/m/metrics.json"][0] == verify.DIFFERENT
+    assert verdicts(root)["reports/m/metrics.json"][0] == verify.DIFFERENT
 
-    # a report committed without rerunning its stage is not what dvc.lock records: never "identical"
+
+def test_a_report_committed_without_rerunning_its_stage_is_different(root):
+    """Not what dvc.lock records: never "identical"."""
     write(root, {"reports/m/training.json": b'{"best_epoch": 2}\n'})
     run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "by hand", "reports/m/training.json"],
         root,
     )
-    assert verdicts()["reports/m/training.json"] == (
+    assert verdicts(root)["reports/m/training.json"] == (
         verify.DIFFERENT,
         "the committed copy is not what dvc.lock records (changed without rerunning its stage)",
     )
-    write(root, {"reports/m/training.json": files["reports/m/training.json"]})
 
-    # without the DVC cache a changed model cannot be compared; an output never pulled is not here;
-    # a report committed to git and deleted is missing
-    (root / "models/m/stray.txt").unlink()
+
+def test_without_the_cache_not_pulled_and_deleted_outputs_are_named(root, tmp_path):
+    """Without the DVC cache a changed model cannot be compared; an output never pulled is not
+    here; a report committed to git and deleted is missing."""
+    write(root, {"models/m/model.keras": keras_file(tmp_path, 1.01)})
     subprocess.run(["rm", "-r", str(root / ".dvc/cache")], check=True)
-    assert verdicts()["models/m"][0] == verify.UNKNOWN
+    assert verdicts(root)["models/m"][0] == verify.UNKNOWN
     subprocess.run(["rm", "-r", str(root / "models")], check=True)
-    write(root, files)
-    assert verdicts()["models/m"][0] == verify.NOT_HERE
+    write(root, FILES)
+    assert verdicts(root)["models/m"][0] == verify.NOT_HERE
     assert verify.main([]) == 0
     (root / "reports/m/training.json").unlink()
-    assert verdicts()["reports/m/training.json"][0] == verify.MISSING
+    assert verdicts(root)["reports/m/training.json"][0] == verify.MISSING
 
     cli = subprocess.run(
         [sys.executable, "-m", "classic_cnns.verify"],
