@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from classic_cnns.paths import GRID_RESULTS
+
 IDENTICAL, ROUNDING, WITHIN = "identical", "equal within floating-point rounding", "within the seed spread"
 DIFFERENT, MISSING, UNKNOWN = "different", "missing here", "not comparable here"
 NOT_HERE = "not here"
@@ -270,7 +272,7 @@ def verify(rev: str = "HEAD", root: Path = Path(".")) -> list[tuple[str, str, st
     variants = (yaml.safe_load((root / "params.yaml").read_text()).get("ablations") or {}).get("variants", {})
 
     def spread(model):
-        return seed_spread(model, variants, root / "ablations/results")
+        return seed_spread(model, variants, root / GRID_RESULTS)
 
     return [
         (stage, path, *compare(path, digest, committed, spread))
