@@ -54,7 +54,7 @@ def measure(cfg: Model, dataset: str, images: int, epochs: int = 2) -> tuple[flo
     rng = np.random.default_rng(0)
     x, labels = rng.integers(0, 256, (images, *shape), dtype=np.uint8), rng.integers(0, 10, images)
     training = Training(
-        "speed", cfg.replace(epochs=epochs + 1), 0, meta, {"x_train": x, "y_train": labels}, checks=False
+        "speed", cfg.replace(epochs=epochs + 1), 0, meta, {"x_train": x, "y_train": labels}, checks=False, quiet=True
     )
     model = training.run(progress_bar=False)
     return images / min(training.progress.history["epoch_seconds"][1:]), train_flops_per_image(model)

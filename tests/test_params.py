@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from classic_cnns.params import ParamsError, flatten, load_params
+from classic_cnns.params import ParamsError, flatten, load_params, stage_args
 from tests.projects import ROOT, stage
 
 
@@ -112,3 +112,13 @@ def test_every_knob_of_params_yaml_is_declared_by_a_stage():
     # and evaluation-only knobs are not training's: switching them leaves the trainings alone
     train = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["params"]
     assert not any(k.startswith("evaluate") for k in train)
+
+
+def test_a_stage_names_the_arguments_it_takes(capsys):
+    params = load_params(ROOT / "params.yaml")
+    assert stage_args("cell", ["alexnet-tanh", "2"], variant=params.ablations.variants, seed=int).seed == 2
+    with pytest.raises(SystemExit) as exit_:
+        stage_args("train", ["vgg"], model=params.models)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m stages.train" in err and "invalid choice: 'vgg' (choose from 'lenet5', 'alexnet')" in err

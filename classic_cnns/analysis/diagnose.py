@@ -88,7 +88,7 @@ class Probe(keras.callbacks.Callback):
 def replay(label: str, cfg: Model, seed: int, diagnose, arrays: dict, meta: dict) -> tuple[list, list]:
     """The first `diagnose.steps` training steps of `cfg` (whole batches only), measured."""
     cfg = cfg.replace(steps_per_execution=1)
-    training = Training(f"diagnose {label}", cfg, seed, meta, arrays, validate=False, checks=False)
+    training = Training(f"diagnose {label}", cfg, seed, meta, arrays, validate=False, checks=False, quiet=True)
     model = training.model
     relus = relu_layers(model)
     probe_model = keras.Model(model.input, [layer.output for layer in relus] + [model.output])

@@ -25,8 +25,9 @@ class Progress(keras.callbacks.Callback):
     """Each epoch's logs (loss, accuracy, val_loss, val_accuracy) and wall time, kept in `history`
     (resumable: pass the history so far), with a line per epoch on stdout."""
 
-    def __init__(self, label: str, epochs: int, history: dict | None = None, seconds: float = 0.0):
+    def __init__(self, label: str, epochs: int, history: dict | None = None, seconds: float = 0.0, quiet: bool = False):
         super().__init__()
+        self.quiet = quiet
         self.label, self.total = label, epochs
         self.history: dict[str, list[float]] = history if history is not None else {}
         self.seconds = seconds
@@ -46,7 +47,8 @@ class Progress(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(v)
         self.seconds += seconds
         shown = " ".join(f"{k} {v:.4f}" for k, v in self.last.items() if k != "epoch_seconds")
-        print(f"{self.label} epoch {epoch + 1}/{self.total}: {shown} ({seconds:.1f} s)", flush=True)
+        if not self.quiet:
+            print(f"{self.label} epoch {epoch + 1}/{self.total}: {shown} ({seconds:.1f} s)", flush=True)
 
 
 class BestWeights(keras.callbacks.Callback):

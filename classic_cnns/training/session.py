@@ -30,7 +30,8 @@ class Training:
     """A seeded, compiled model of `cfg` for the data `meta` describes, and its training on
     arrays["x_train"], arrays["y_train"] (labels), validated on arrays["x_val"], arrays["y_val"]
     where given and `validate`. `health` (params.yaml `health`) adds the learning check;
-    `checks=False` leaves out every health check (diagnose replays recipes that fail, to measure how)."""
+    `checks=False` leaves out every health check (diagnose replays recipes that fail, to measure how);
+    `quiet` prints no line per epoch."""
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class Training:
         health=None,
         validate: bool = True,
         checks: bool = True,
+        quiet: bool = False,
     ):
         self.label, self.cfg, self.seed, self.meta = label, cfg, seed, meta
         classes = len(meta["classes"])
@@ -52,7 +54,7 @@ class Training:
             self.validation = (arrays["x_val"].astype("float32"), one_hot(arrays["y_val"], classes))
         self.build = functools.partial(build_compiled, cfg, meta, math.ceil(len(self.x) / cfg.batch_size))
         self.model = self.build()
-        self.progress = Progress(label, cfg.epochs)
+        self.progress = Progress(label, cfg.epochs, quiet=quiet)
         self.checks = [StopOnNonFiniteLoss(label)] if checks else []
         self.learning_check = [LearningCheck(label, health, classes)] if checks and health else []
         self.best = BestWeights(label, cfg.early_stopping_patience) if cfg.early_stopping_patience else None
