@@ -6,8 +6,10 @@
 #   bench/device.sh                 # needs data/prepared/{mnist,cifar10}.{npz,json}
 #   WHEELS=dir bench/device.sh      # first installs keras and its pure-Python needs from wheels in dir
 #
-# A GPU machine with JAX (CUDA) and PyTorch but no Keras needs only keras, namex and optree:
-#   pip download --no-deps --only-binary=:all: -d wheels keras==3.15.1 namex==0.1.0 optree==0.20.0
+# A GPU machine with JAX (CUDA) and PyTorch but no Keras needs keras, namex and optree, and pydantic
+# for params.yaml (pydantic_core is built per platform):
+#   pip download --no-deps --only-binary=:all: -d wheels keras==3.15.1 namex==0.1.0 optree==0.20.0 \
+#       pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0
 # (add --python-version/--platform for the GPU machine's Python). Results: bench/results/device-*.json.
 set -eu
 cd "$(dirname "$0")/.."
