@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -72,16 +73,32 @@ def one_line(exc: BaseException) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a CI timeout, a scheduler), raised in the main thread like Ctrl-C, so that
+    whatever ends an interrupted run (an MLflow run KILLED, a checkpoint kept) handles both."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run_stage(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
-    """Run a stage's main(argv): its exit status, or 1 with one line on stderr for an exception
-    (130 for Ctrl-C). SystemExit (bad params, SIGTERM) passes through."""
+    """Run a stage's main(argv): its exit status, or one line on stderr and 2 for a failure the user
+    can fix (UserError, a full disk), 1 for a bug, 130 for Ctrl-C, 143 for SIGTERM. Bad params and
+    bad arguments exit 2 themselves (SystemExit passes through)."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(sys.argv[1:] if argv is None else argv)
+    except Terminated:
+        print("error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C); rerun the stage to continue", file=sys.stderr)
+        print("error: interrupted (Ctrl-C); what was finished is kept: rerun the stage to continue", file=sys.stderr)
         return 130
     except Exception as exc:  # every failure ends as one line and a status
         if os.environ.get(TRACEBACK_ENV):
             traceback.print_exc(file=sys.stderr)
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UserError) or is_disk_full(exc) else 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from classic_cnns.errors import DiskFull, is_disk_full
+from classic_cnns.errors import DiskFull, UserError, is_disk_full
 
 
 def temporary_name(path: Path) -> Path:
@@ -88,3 +88,18 @@ def save_keras_model(model, path: Path | str) -> str:
 def sha256(path: Path | str) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_keras_model(path: Path | str, made_by: str, compile: bool = True):
+    """The model saved at `path` by stage `made_by` (e.g. train@lenet5); a missing or broken file is
+    one UserError naming it and the command that restores it."""
+    import keras
+
+    restore = f"`dvc checkout {made_by}` (the cached copy), or rerun `dvc repro -f {made_by}`"
+    if not Path(path).exists():
+        raise UserError(f"{path} is missing: run `dvc repro {made_by}` first")
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as exc:  # a truncated zip, a corrupt config.json or weights file
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"{path} is broken ({type(exc).__name__}: {reason}); restore it with {restore}") from None

@@ -259,7 +259,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ParamsError(f"{path} not found: run the stages from the project root, where params.yaml lives")
     with path.open() as fh:
-        raw = yaml.safe_load(fh)
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ParamsError(
+                f"{path} is not valid YAML{where}: {problem}; fix that line (indentation, a missing colon or quote)"
+            ) from None
     params = validated(Params, raw)
     params.check_references()
     params.label()

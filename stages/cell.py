@@ -15,11 +15,9 @@ import sys
 from classic_cnns.analysis import grid
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit, stage_args
-from classic_cnns.tracking import runs
 
 
 def main(argv: list[str]) -> int:
-    runs.end_runs_on_sigterm()
     params = load_or_exit()
     args = stage_args("cell", argv, variant=params.ablations.variants, seed=int)
     grid.run_cell(params, args.variant, args.seed)

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         cells = {"quick": grid.load_cells(params)}
     except FileNotFoundError as exc:
         print(f"error: claims: {exc}", file=sys.stderr)
-        return 1
+        return 2
     full = grid.load_cells(params, "full")
     if len(full):
         cells = {"full": full, **cells}

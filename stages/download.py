@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
         download(datasets.get(name, source), source.source, RAW / name, fetch_from=local_source(source.source))
     except UserError as exc:
         print(f"error: {name}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -15,13 +15,13 @@ import sys
 import keras
 import numpy as np
 
-from classic_cnns import environment, paths
+from classic_cnns import environment, outputs, paths
 from classic_cnns.data.prepared import load_split
-from classic_cnns.errors import UserError, run_stage
+from classic_cnns.errors import run_stage
 from classic_cnns.evaluation import results, scores
 from classic_cnns.evaluation.tta import predict, tta_views
 from classic_cnns.params import load_or_exit, stage_args
-from classic_cnns.tracking import registry, runs, store
+from classic_cnns.tracking import registry, store
 
 
 def evaluate(params, name: str) -> dict:
@@ -30,9 +30,7 @@ def evaluate(params, name: str) -> dict:
     arrays, meta = load_split(cfg.dataset)
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"].astype(np.int64)
     model_file = paths.model_file(name)
-    if not model_file.exists():
-        raise UserError(f"{model_file} is missing: run `dvc repro train@{name}` first")
-    model = keras.models.load_model(model_file)
+    model = outputs.load_keras_model(model_file, f"train@{name}")
     batch = params.evaluate.batch_size
     views = tta_views(cfg, params.evaluate.tta(name))
 
@@ -72,7 +70,6 @@ def evaluate(params, name: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    runs.end_runs_on_sigterm()
     params = load_or_exit()
     evaluate(params, stage_args("evaluate", argv, model=params.models).model)
     return 0

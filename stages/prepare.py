@@ -34,10 +34,10 @@ def main(argv: list[str]) -> int:
         print(
             f"error: prepare {name}: {exc.filename} is missing: run `dvc repro download@{name}` first", file=sys.stderr
         )
-        return 1
+        return 2
     except ValueError as exc:
         print(f"error: prepare {name}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     info = {**summary(ds, arrays, provenance), "subset": bool(cfg.train_limit or cfg.test_limit)}
     needed = sum(a.nbytes for a in arrays.values()) + 2**20  # np.savez stores them uncompressed
     npz_file, json_file = paths.prepared(name)

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
         results = load_results(params.models)
     except FileNotFoundError as exc:
         print(f"error: report: {exc}", file=sys.stderr)
-        return 1
+        return 2
     blocks = build_blocks(results, DIAGNOSTICS)
     md, page = REPORTS / "report.md", REPORTS / "report.html"
     text = render.to_markdown(blocks, REPORTS)

@@ -47,6 +47,7 @@ def train(params, name: str) -> dict | None:
     if placement.processes > 1:  # the other processes start at epoch 1 too
         ckpt.clear()
     state = training.resume(ckpt)
+    runs.abandon((ckpt.abandoned or {}).get("run_id"), "not resumed: its checkpoint is from other params or data")
     training.announce(f"{placement.describe(environment.device())} ({keras.backend.backend()} backend)", state)
     logged = {"seed": params.seed, **flatten(cfg, "model"), "model.name": name, **flatten(params.health, "health")}
     kept = KEPT.format(ckpt.folder)
@@ -76,7 +77,6 @@ def train(params, name: str) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
-    runs.end_runs_on_sigterm()
     params = load_or_exit()
     train(params, stage_args("train", argv, model=params.models).model)
     return 0

@@ -81,5 +81,5 @@ def test_several_devices_on_another_backend_is_one_line(prepared_project):
         [sys.executable, "-m", "stages.train", "lenet5"], project, check=False, env={"KERAS_BACKEND": "tensorflow"}
     )
     (line,) = failed.stderr.strip().splitlines()
-    assert failed.returncode == 1 and "devices: 2" in line and "KERAS_BACKEND=jax" in line
+    assert failed.returncode == 2 and "devices: 2" in line and "KERAS_BACKEND=jax" in line
     assert not (project / "models").exists()

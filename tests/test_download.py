@@ -131,7 +131,7 @@ def test_a_text_file_given_as_npz_is_named_as_such(tmp_path):
 def test_the_stage_exits_non_zero_with_the_reason(project, monkeypatch):
     monkeypatch.setenv("DATA_MIRROR", "http://127.0.0.1:9/")
     result = stage("download", "mnist", cwd=project, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "error: mnist: could not get train-images-idx3-ubyte.gz" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (project / "data" / "raw" / "mnist").exists()

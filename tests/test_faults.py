@@ -25,7 +25,7 @@ def test_a_full_disk_during_prepare_is_named_and_leaves_nothing(prepared_project
     shutil.rmtree(project / "data" / "prepared")
     (project / "data" / "prepared").symlink_to(small_disk)
     result = stage("prepare", "mnist", cwd=project, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: disk full: writing mnist.npz in data/prepared needs 1.4 MB, 0.3 MB free")
     assert list(small_disk.iterdir()) == []
@@ -65,7 +65,7 @@ def test_a_dead_tracking_server_fails_the_stage_in_seconds(prepared_project, mon
         started = time.monotonic()
         result = stage("train", "lenet5", cwd=project, check=False)
         assert time.monotonic() - started < 60  # the import of TensorFlow included; was over 4 minutes
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer" in line
     assert "unset MLFLOW_TRACKING_URI" in line
@@ -132,7 +132,7 @@ def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepa
                 stop_server(server)
         train.wait(timeout=300)
         out, err = "".join(seen), train.stderr.read()
-        assert train.returncode == 1, out + err
+        assert train.returncode == 2, out + err
         assert "lenet5 epoch 3/3" in out  # training went on without the server
         assert "training goes on" in out
         (line,) = err.strip().splitlines()
@@ -201,7 +201,7 @@ def test_concurrent_experiments_on_a_new_store_all_finish(tmp_path):
 
 def test_a_stage_run_before_its_inputs_exist_names_the_stage_that_makes_them(project):
     result = stage("evaluate", "lenet5", cwd=project, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: data/prepared/mnist.json is missing: run `dvc repro prepare@mnist` first"
     ]
@@ -209,7 +209,7 @@ def test_a_stage_run_before_its_inputs_exist_names_the_stage_that_makes_them(pro
 
 def test_a_stage_run_before_the_model_exists_names_the_training_stage(prepared_project):
     result = stage("evaluate", "lenet5", cwd=prepared_project, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: models/lenet5/model.keras is missing: run `dvc repro train@lenet5` first"
     ]

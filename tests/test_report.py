@@ -219,4 +219,4 @@ def test_the_report_follows_the_files_it_is_built_from(fixture_root):
 def test_missing_inputs_name_the_stage_to_run(fixture_root):
     write_fixture_outputs(fixture_root, {"lenet5": 0.99, "alexnet": 0.85})
     (fixture_root / "reports/alexnet/metrics.json").unlink()
-    assert report.main([]) == 1
+    assert report.main([]) == 2

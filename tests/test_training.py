@@ -98,7 +98,7 @@ def test_a_diverging_learning_rate_stops_the_stage_and_fails_the_run(prepared_pr
         warmup_epochs=0,
     )
     result = stage("train", "alexnet", cwd=project, check=False)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     # TensorFlow's loss becomes nan; JAX's and PyTorch's clipped cross-entropy stays finite, far above ln(10)
     assert re.search(
         r"alexnet: (training loss became (nan|inf) at epoch 1, step \d+|diverged: after epoch 3 "

@@ -8,11 +8,14 @@ device go to reports/costs/evaluate-<name>.json, which DVC does not hash.
 
 from __future__ import annotations
 
+import contextlib
+
 import mlflow
 import numpy as np
 import pandas as pd
 
 from classic_cnns import costs, outputs, paths
+from classic_cnns.tracking.runs import end_run
 
 LOGGED = ("metrics.json", "evaluation.json", "per_class.csv", "confusion.csv")
 
@@ -45,8 +48,11 @@ def write_outputs(
 
 
 def log_to_run(run_id: str, name: str, metrics: dict, details: dict, cost: dict) -> None:
-    """The evaluation's numbers and files, added to the run that trained the model."""
-    with mlflow.start_run(run_id=run_id):
+    """The evaluation's numbers and files, added to the run that trained the model. Interrupted
+    (Ctrl-C, SIGTERM) or failed, the run is ended as it was (FINISHED: its training did finish),
+    tagged `evaluation: interrupted`, and the interruption goes on."""
+    mlflow.start_run(run_id=run_id)
+    try:
         # tags, not params: a rerun with other evaluation knobs re-scores the same training run
         mlflow.set_tags(
             {
@@ -54,15 +60,13 @@ def log_to_run(run_id: str, name: str, metrics: dict, details: dict, cost: dict)
                 "evaluate.test_views": str(details["test_views"]),
             }
         )
-        mlflow.log_metrics(
-            {
-                **metrics,
-                **{
-                    k: v
-                    for k, v in {**details, **cost}.items()
-                    if isinstance(v, (int, float)) and k != "inference_batch_size"
-                },
-            }
-        )
+        numbers = {k: v for k, v in {**details, **cost}.items() if isinstance(v, (int, float))}
+        mlflow.log_metrics({**metrics, **{k: v for k, v in numbers.items() if k != "inference_batch_size"}})
         for f in LOGGED:
             mlflow.log_artifact(str(paths.model_reports(name) / f), artifact_path="evaluation")
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("evaluation", f"interrupted ({type(exc).__name__}): rerun `dvc repro evaluate@{name}`")
+        end_run("FINISHED")
+        raise
+    mlflow.end_run()

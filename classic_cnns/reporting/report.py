@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classic_cnns import costs, paths
+from classic_cnns import costs, outputs, paths
 from classic_cnns.model import architectures
 from classic_cnns.reporting import describe, figures, questions
 
@@ -73,7 +73,7 @@ def load_results(models: dict) -> dict[str, dict]:
         }
         r["title"] = describe.title(name, cfg)
         r["dataset"] = r["data"]["provenance"]["title"]
-        r["details"] = model_details(r["model_file"])
+        r["details"] = model_details(r["model_file"], f"train@{name}")
         results[name] = r
     return results
 
@@ -94,11 +94,9 @@ def receptive_fields(model) -> dict[str, str]:
     return fields
 
 
-def model_details(model_file: Path) -> dict:
+def model_details(model_file: Path, made_by: str) -> dict:
     """What the report needs from the trained model itself: receptive fields, first-layer filters."""
-    import keras
-
-    model = keras.models.load_model(model_file, compile=False)
+    model = outputs.load_keras_model(model_file, made_by, compile=False)
     first_conv = next(layer for layer in model.layers if hasattr(layer, "kernel") and len(layer.kernel.shape) == 4)
     return {"receptive_fields": receptive_fields(model), "first_kernel": np.asarray(first_conv.kernel)}
 

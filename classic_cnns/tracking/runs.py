@@ -1,6 +1,6 @@
 """A run's life in MLflow: how it is tagged (git commit, DVC experiment, machine, dataset), started
 or resumed, and ended — FINISHED, FAILED with the reason a training failed, or KILLED by Ctrl-C or
-SIGTERM (`end_runs_on_sigterm`), never left RUNNING by a stage that stopped.
+SIGTERM (errors.run_stage turns it into an exception), never left RUNNING by a stage that stopped.
 
 One run per trained model (its evaluation adds to it); the report and the claims grid have runs of
 their own.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from classic_cnns import environment
 from classic_cnns.errors import TrainingFailed
@@ -35,23 +35,9 @@ def run_tags() -> dict[str, str]:
     return tags
 
 
-class Terminated(SystemExit):
-    """SIGTERM (`kill`, a CI timeout, a scheduler), raised in the main thread like Ctrl-C."""
-
-
-def end_runs_on_sigterm() -> None:
-    """Make SIGTERM raise Terminated, so the stage's MLflow run is ended (KILLED) instead of being
-    left RUNNING forever; exit status 143, as if killed by the signal."""
-
-    def handler(signum, frame):
-        raise Terminated(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def interrupted_status(exc: BaseException) -> str:
     """The MLflow status for a run ended by `exc`: KILLED for Ctrl-C or SIGTERM, else FAILED."""
-    return "KILLED" if isinstance(exc, (KeyboardInterrupt, Terminated)) else "FAILED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 
 
 def dataset_tags(meta: dict) -> dict[str, str]:
@@ -78,8 +64,6 @@ def end_run(status: str = "FINISHED") -> None:
 
 def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str | None):
     """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one."""
-    from mlflow.exceptions import MlflowException
-
     if resume_id:
         try:
             return mlflow.start_run(run_id=mlflow.get_run(resume_id).info.run_id)
@@ -91,6 +75,22 @@ def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_i
         {**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture, **dataset_tags(meta)}
     )
     return run
+
+
+def abandon(run_id: str | None, reason: str) -> None:
+    """End a run that will not be resumed (KILLED, tagged with why), if the store has it RUNNING."""
+    if not run_id:
+        return
+    client = mlflow.MlflowClient()
+    with store.failures_named(store.tracking_uri(), "ending an abandoned run"):
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            return  # logged to another store
+        if run.info.status == "RUNNING":
+            client.set_tag(run_id, "abandoned_reason", reason)
+            client.set_terminated(run_id, "KILLED")
+            print(f"MLflow run {run_id} ended (KILLED): {reason}")
 
 
 @contextlib.contextmanager

@@ -15,11 +15,13 @@ import json
 import os
 import shutil
 import signal
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from classic_cnns.errors import UserError
 from classic_cnns.outputs import atomic, write_json
 
 KILL_AFTER_EPOCH_ENV = "CLASSIC_CNN_KILL_AFTER_EPOCH"  # for tests: kill the process after that epoch ...
@@ -56,23 +58,33 @@ def _read_npz(path: Path) -> list[np.ndarray]:
 class Checkpoint:
     def __init__(self, folder: Path, fingerprint: str):
         self.folder, self.fingerprint = Path(folder), fingerprint
+        self.abandoned: dict | None = None
 
     @property
     def meta_path(self) -> Path:
         return self.folder / "meta.json"
 
     def load(self, model) -> dict | None:
-        """Restore model and optimizer from a matching checkpoint; return its meta, or None."""
+        """Restore model and optimizer from a matching checkpoint; return its meta, or None. One
+        from other params or data is deleted, its meta kept in `abandoned` (e.g. its MLflow run id)."""
+        self.abandoned = None
         if not self.meta_path.exists():
             return None
-        meta = json.loads(self.meta_path.read_text())
-        if meta.get("fingerprint") != self.fingerprint:
-            print(f"checkpoint in {self.folder} is from other params or data: not resuming from it")
-            self.clear()
-            return None
-        model.optimizer.build(model.trainable_variables)
-        set_values(model.variables, _read_npz(self.folder / meta["model_state"]))
-        set_values(model.optimizer.variables, _read_npz(self.folder / meta["optimizer_state"]))
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            if meta.get("fingerprint") != self.fingerprint:
+                print(f"checkpoint in {self.folder} is from other params or data: not resuming from it")
+                self.abandoned = meta
+                self.clear()
+                return None
+            model.optimizer.build(model.trainable_variables)
+            set_values(model.variables, _read_npz(self.folder / meta["model_state"]))
+            set_values(model.optimizer.variables, _read_npz(self.folder / meta["optimizer_state"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise UserError(
+                f"the checkpoint in {self.folder} is broken ({type(exc).__name__}: {str(exc)[:160]}); delete it "
+                f"(`rm -r {self.folder}`) to train from the first epoch"
+            ) from None
         return meta
 
     def best_weights(self, meta: dict) -> list[np.ndarray] | None:
