@@ -3,6 +3,8 @@ no MLflow run left RUNNING, no work finished after the signal (docs/reliability.
 
 import os
 import signal
+import subprocess
+import sys
 import zipfile
 
 import mlflow
@@ -11,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
-from tests.projects import stage
+from tests.projects import run, stage
 from tests.test_training import mlflow_runs, set_params
 
 
@@ -98,3 +100,15 @@ def test_sigterm_while_evaluate_logs_ends_it_there_in_one_line(prepared_project,
     assert trained.data.tags["evaluation"].startswith("interrupted (Terminated)")
     assert not MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").search_model_versions()
     assert signal.getsignal(signal.SIGTERM) == before  # the test process's own handler is back
+
+
+def test_a_store_that_cannot_be_written_is_named_before_any_training(prepared_project, tmp_path):
+    db = tmp_path / "store.db"
+    make = "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_experiment('classic-cnns')"
+    subprocess.run([sys.executable, "-c", make, f"sqlite:///{db}"], check=True, capture_output=True)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///file:{db}?mode=ro&uri=true"}  # read-only, also for root
+    result = run([sys.executable, "-m", "stages.train", "lenet5"], prepared_project, check=False, env=env)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot be written (attempt to write a readonly database)" in line and "MLFLOW_TRACKING_URI" in line
+    assert "epoch" not in result.stdout

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -86,6 +88,29 @@ def use_store(experiment: str) -> None:
         if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
         mlflow.set_experiment(experiment)
+    check_writable(uri)
+
+
+def check_writable(uri: str) -> None:
+    """A SQLite store must take a write (a transaction begun for writing, then rolled back), so that
+    a read-only database fails in one line before any work, not at the end of a training."""
+    if not uri.startswith("sqlite:///"):
+        return
+    database = uri.removeprefix("sqlite:///")
+    try:
+        connection = sqlite3.connect(database, uri=database.startswith("file:"), timeout=20)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            connection.execute(f"PRAGMA user_version = {int(version)}")  # a write, undone below
+            connection.rollback()
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise TrackingUnavailable(
+            f"the MLflow store {database} cannot be written ({exc}): give this user write access to the file and "
+            "its folder, or point MLFLOW_TRACKING_URI at a store it can write"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -107,8 +132,11 @@ def failures_named(uri: str, doing: str, after: str = ""):
 
 
 def short_reason(exc: BaseException) -> str:
-    """What MLflow's long HTTP errors come down to."""
+    """What MLflow's long HTTP and database errors come down to."""
     text = str(exc)
+    database = re.search(r"\(sqlite3\.\w+\) ([^\n]+)", text)  # SQLAlchemy's own line names the cause
+    if database:
+        return database.group(1)
     for marker, reason in (
         ("Failed to establish a new connection", "connection refused"),
         ("Read timed out", "no answer in time"),
