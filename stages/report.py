@@ -39,11 +39,20 @@ def main(argv: list[str]) -> int:
             trained = registry.training_run_of(params.mlflow.experiment, outputs.sha256(model_file(name)))
             if trained:
                 mlflow.set_tag(f"run_id.{name}", trained.info.run_id)
+                log_to_training_run(trained.info.run_id, name, md)
         mlflow.log_artifact(str(md), artifact_path="report")
         mlflow.log_artifact(str(page), artifact_path="report")
         mlflow.log_artifacts(str(FIGURES), artifact_path="report/figures")
     print(f"report: {md} and {page}")
     return 0
+
+
+def log_to_training_run(run_id: str, name: str, md) -> None:
+    """The model's figures and the report beside its training's run, so the run holds what it showed."""
+    client = mlflow.MlflowClient()
+    for figure in sorted(FIGURES.glob(f"{name}-*.png")):
+        client.log_artifact(run_id, str(figure), artifact_path="figures")
+    client.log_artifact(run_id, str(md), artifact_path="report")
 
 
 if __name__ == "__main__":

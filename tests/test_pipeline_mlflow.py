@@ -27,6 +27,7 @@ def test_mlflow_holds_a_run_per_model_with_its_params_metrics_tags_and_files(pip
     metrics = metrics_of(root)
     client, runs = runs_by_name(root)
     assert {k: len(v) for k, v in runs.items()} == {"lenet5-mnist": 1, "alexnet-cifar10": 1, "report": 1}
+    assert client.get_experiment_by_name("classic-cnns").tags["mlflow.experimentKind"] == "custom_model_development"
     for name, model in (("lenet5-mnist", "lenet5"), ("alexnet-cifar10", "alexnet")):
         r = runs[name][0]
         assert r.info.status == "FINISHED"
@@ -38,15 +39,35 @@ def test_mlflow_holds_a_run_per_model_with_its_params_metrics_tags_and_files(pip
         assert r.data.tags["device"].startswith(("CPU", "GPU"))
         assert r.data.tags["version.keras"]
         assert r.data.tags["git_commit"] != "unknown"
-        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"history.csv", "evaluation"} <= artifacts
-        evaluation = {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
-        assert "evaluation/confusion.csv" in evaluation
+        assert_settings_are_tags_and_results_metrics(client, r)
+        assert_the_run_holds_its_files_and_dataset(client, r, model)
     lenet = runs["lenet5-mnist"][0]
     assert (
         lenet.data.tags["dataset_sha256.train-images-idx3-ubyte.gz"]
         == json.loads((root / "data/raw/mnist/provenance.json").read_text())["files"]["train-images-idx3-ubyte.gz"]
     )
+
+
+def assert_settings_are_tags_and_results_metrics(client, r) -> None:
+    assert not {"parameters", "devices", "processes", "test_images", "test_views", "epochs_run"} & set(r.data.metrics)
+    assert int(r.data.tags["parameters"]) > 0
+    assert r.data.tags["devices"] == "1" and r.data.tags["evaluate.test_images"]
+    (final,) = client.get_metric_history(r.info.run_id, "final_val_accuracy")
+    assert final.step == int(r.data.params["model.epochs"])  # a result at the last epoch, not at step 0
+    assert "train_seconds" in r.data.metrics and "inference_images_per_second" in r.data.metrics
+
+
+def assert_the_run_holds_its_files_and_dataset(client, r, model: str) -> None:
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"history.csv", "evaluation", "figures", "report"} <= artifacts
+    assert "evaluation/confusion.csv" in {a.path for a in client.list_artifacts(r.info.run_id, "evaluation")}
+    figures = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+    assert f"figures/{model}-confusion.png" in figures and f"figures/{model}-learning-curves.png" in figures
+    (dataset,) = {i.dataset.name: i for i in r.inputs.dataset_inputs}.values()
+    assert dataset.dataset.name == r.data.tags["dataset"] and len(dataset.dataset.digest) == 32
+    tags = {t.key: t.value for t in dataset.tags}
+    assert tags["mlflow.data.context"] in ("training", "testing") and int(tags["train_images"]) > 0
+    assert tags["title"] == r.data.tags["dataset_title"]
 
 
 def test_a_runs_model_loads_through_the_store_and_the_registry_names_the_champion(pipeline, monkeypatch):
@@ -59,7 +80,8 @@ def test_a_runs_model_loads_through_the_store_and_the_registry_names_the_champio
 
     monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    loaded = mlflow.pyfunc.load_model(f"runs:/{lenet.info.run_id}/model")
+    assert lenet.data.tags["model_uri"].startswith("models:/m-")  # the logged model, registered as it is
+    loaded = mlflow.pyfunc.load_model(lenet.data.tags["model_uri"])
     with np.load(root / "data/prepared/mnist.npz") as data:
         x = data["x_test"][:5].astype("float32")
     probs = np.asarray(loaded.predict(x))

@@ -97,11 +97,11 @@ def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, m
         time.sleep(5)
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "-f"], project, check=False).stdout
     experiment = client.get_experiment_by_name("classic-cnns")
-    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'lenet5-mnist'")
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name LIKE 'lenet5-mnist (%'")
     queued = {
         r.data.params.get("model.learning_rate"): r for r in runs if r.data.params.get("model.learning_rate") in rates
     }
     assert sorted(queued) == rates, [(r.info.run_name, r.data.params, r.data.tags) for r in runs]
     for r in queued.values():
         assert r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics
-        assert r.data.tags["dvc_exp_name"]
+        assert r.info.run_name == f"lenet5-mnist ({r.data.tags['dvc_exp_name']})"  # told apart in every view

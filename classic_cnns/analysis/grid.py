@@ -192,6 +192,7 @@ def run_cell(params, variant: str, seed: int) -> dict:
             **runs.dataset_tags(meta),
         },
     )
+    runs.log_dataset(meta, "training")
     mlflow.log_params(
         {
             **{f"model.{k}": v for k, v in cfg.asdict().items()},

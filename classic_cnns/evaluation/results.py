@@ -58,10 +58,11 @@ def log_to_run(run_id: str, name: str, metrics: dict, details: dict, cost: dict)
             {
                 "evaluate.batch_size": str(details["inference_batch_size"]),
                 "evaluate.test_views": str(details["test_views"]),
+                "evaluate.test_images": str(details["test_images"]),
             }
         )
-        numbers = {k: v for k, v in {**details, **cost}.items() if isinstance(v, (int, float))}
-        mlflow.log_metrics({**metrics, **{k: v for k, v in numbers.items() if k != "inference_batch_size"}})
+        measured = {k: v for k, v in {**details, **cost}.items() if isinstance(v, float)}  # speed, size, memory
+        mlflow.log_metrics({**metrics, **measured})
         for f in LOGGED:
             mlflow.log_artifact(str(paths.model_reports(name) / f), artifact_path="evaluation")
     except BaseException as exc:

@@ -17,8 +17,9 @@ CHAMPION = "champion"
 def register(model_name: str, run_id: str, test_accuracy: float, full_quality: bool) -> None:
     """A new version of the registered model, its test accuracy as a tag; a full-quality run's
     version also takes the `champion` alias (load it as models:/<name>@champion)."""
-    version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
     client = mlflow.MlflowClient()
+    logged = client.get_run(run_id).data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
+    version = mlflow.register_model(logged, model_name)
     client.set_model_version_tag(model_name, version.version, "test_accuracy", f"{test_accuracy:.4f}")
     exp = os.environ.get("DVC_EXP_NAME")
     if exp:
@@ -55,8 +56,12 @@ def training_run_of(experiment: str, model_sha256: str):
     return found[0] if found else None
 
 
+MODEL_URI_TAG = "model_uri"  # the logged model (models:/m-...), which evaluate registers
+
+
 def log_keras_model(model) -> None:
-    """The model as the run's `model` artifact, with a signature and the packages it needs."""
+    """The model, logged from the active run as `<run name>-model` with a signature and the packages
+    it needs; its URI is tagged on the run, so that registering it names the logged model itself."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
@@ -70,7 +75,11 @@ def log_keras_model(model) -> None:
         for pkg, ver in environment.package_versions().items()
         if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy")
     ]
-    mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
+    run = mlflow.active_run()
+    info = mlflow.keras.log_model(
+        model, name=f"{run.info.run_name}-model", signature=signature, pip_requirements=requirements
+    )
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
 
 def run_of_model_file(experiment: str, name: str, cfg, meta: dict, model, model_file) -> str:

@@ -9,6 +9,8 @@ their own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import subprocess
 
@@ -69,12 +71,33 @@ def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_i
             return mlflow.start_run(run_id=mlflow.get_run(resume_id).info.run_id)
         except MlflowException:
             print(f"{name}: the checkpoint's MLflow run {resume_id} is not in this store; starting a new run")
-    run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}")
+    exp = os.environ.get("DVC_EXP_NAME")
+    run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}" + (f" ({exp})" if exp else ""))
     mlflow.log_params(logged_params)
     mlflow.set_tags(
         {**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture, **dataset_tags(meta)}
     )
+    log_dataset(meta, "training")
     return run
+
+
+def log_dataset(meta: dict, context: str) -> None:
+    """The prepared dataset as the active run's input (MLflow's Datasets): name, where its files came
+    from, a digest of their sha256s, split sizes, whether they are the official files."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    from classic_cnns.data.datasets import REGISTRY
+
+    prov = meta["provenance"]
+    known = REGISTRY.get(meta["dataset"])
+    where = known.urls[0] if prov["official"] and known and known.urls else prov["source"]
+    source = HTTPDatasetSource(where) if "://" in where else LocalArtifactDatasetSource(where)
+    digest = hashlib.sha256(json.dumps(prov["files"], sort_keys=True).encode()).hexdigest()[:32]
+    sizes = {f"{split}_images": str(n) for split, n in meta.get("sizes", {}).items()}
+    dataset = MetaDataset(source, name=f"{meta['dataset']}", digest=digest)
+    mlflow.log_input(dataset, context=context, tags={"title": prov["title"], **sizes})
 
 
 def abandon(run_id: str | None, reason: str) -> None:

@@ -77,6 +77,9 @@ def store_lock(uri: str):
         yield
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
 def use_store(experiment: str) -> None:
     """Point MLflow at the store and experiment, checked first. With the default SQLite store, a
     new experiment keeps its artifacts in <root>/mlruns (not the current folder, which for a temp
@@ -84,11 +87,13 @@ def use_store(experiment: str) -> None:
     uri = tracking_uri()
     check_server(uri)
     mlflow.set_tracking_uri(uri)
+    check_writable(uri)
     with store_lock(uri), failures_named(uri, "opening it"):
         if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
-        mlflow.set_experiment(experiment)
-    check_writable(uri)
+        found = mlflow.set_experiment(experiment)
+        if found.tags.get(EXPERIMENT_KIND) != "custom_model_development":  # the UI opens on the runs, not traces
+            mlflow.set_experiment_tag(EXPERIMENT_KIND, "custom_model_development")
 
 
 def check_writable(uri: str) -> None:

@@ -19,6 +19,16 @@ from classic_cnns.model.networks import layer_table
 from classic_cnns.tracking import registry
 from classic_cnns.training.distribute import Placement
 
+SETTINGS = ("parameters", "devices", "processes", "stopped_early")  # what a run was, not what it measured
+
+
+def log_summary(summary: dict, cost: dict) -> None:
+    """Results as metrics at the last epoch's step (beside the per-epoch curves); what the run was
+    (parameter count, devices, processes, early stop) as tags."""
+    numbers = {k: v for k, v in {**summary, **cost}.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics({k: v for k, v in numbers.items() if k not in SETTINGS}, step=summary["epochs"])
+    mlflow.set_tags({k: str({**summary, **cost}[k]) for k in SETTINGS if k in {**summary, **cost}})
+
 
 def write_outputs(name: str, model, progress, best, n_train: int, placement: Placement = Placement()) -> dict:
     """Log the model, its summary and costs to the active run, then write the stage's outputs (each
@@ -48,7 +58,7 @@ def write_outputs(name: str, model, progress, best, n_train: int, placement: Pla
     }
     registry.log_keras_model(model)
     mlflow.log_text(history_frame.assign(epoch_seconds=history.get("epoch_seconds")).to_csv(index=False), "history.csv")
-    mlflow.log_metrics({k: v for k, v in {**summary, **cost}.items() if isinstance(v, (int, float))})
+    log_summary(summary, cost)
     with tempfile.TemporaryDirectory() as tmp:  # its sha256 tags the run: evaluate finds the run by the file
         sha = outputs.save_keras_model(model, Path(tmp) / "model.keras")
         mlflow.set_tag(registry.MODEL_SHA_TAG, sha)
