@@ -218,3 +218,12 @@ def assert_plots_render_offline(root):
     for script in local:
         assert (root / "dvc_plots" / script).resolve().stat().st_size > 10_000, script
     assert page.index(local[0]) < page.index("cdn.jsdelivr")  # the CDN only where they are missing
+    assert '<meta charset="utf-8">' in page  # legends such as val_accuracy… read as written
+    titles = re.findall(r'"title": \{"text": "([^"]+)"', page)
+    assert sorted(titles) == sorted(
+        f"{m} {what}"
+        for m in ("LeNet-5", "AlexNet")
+        for what in ("loss per epoch", "accuracy per epoch", "confusion matrix (test)")
+    )  # one chart per model and measure
+    assert '"title": "cross-entropy loss"' in page and '"title": "accuracy"' in page  # axes titled, not "y"
+    assert '"field": "actual"' in page and '"title": "predicted"' in page
