@@ -73,6 +73,7 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
     evaluate_seconds = time.perf_counter() - started
     return {
         "model": name,
+        "dataset": meta["provenance"]["title"],
         "backend": backend_name(),
         "epochs": len(epochs),
         "train_images": len(x),

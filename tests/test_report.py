@@ -153,6 +153,8 @@ def assert_html_is_the_markdown_self_contained(html: str, images: list[str]) -> 
 
 
 def assert_classes_models_and_architectures_are_named(md: str) -> None:
+    assert "(official files) (official" not in md and "checksums verified against the pinned ones" in md
+    assert " 1 warm-up epochs" not in md
     assert "| 0 | 0.900 | 0.800 | 0.850 | 4 |" in md and "| 0.0 |" not in md
     assert "| airplane | 0.900 |" in md
     # each heading names model and dataset once
@@ -188,35 +190,47 @@ def test_the_report_follows_the_files_it_is_built_from(fixture_root):
 
     assert "Did GPUs matter" not in md  # no GPU run recorded: no such section
 
-    # the device check's GPU runs (bench/results/) beside the CPU trainings
-    (fixture_root / "bench/results").mkdir(parents=True)
-    (fixture_root / "bench/results/device-jax.json").write_text(
-        json.dumps(
-            {
-                "device": "GPU: Fixture 1",
-                "models": [
-                    {
-                        "model": "alexnet",
-                        "backend": "jax",
-                        "epochs": 2,
-                        "epoch_seconds": 0.5,
-                        "images_per_second": 3200.0,
-                        "peak_fraction": 0.12,
-                        "train_seconds": 3.0,
-                        "test_accuracy": 0.9,
-                        "test_views": 10,
-                    }
-                ],
-            }
-        )
-    )
+    assert_the_gpu_section_compares_only_like_with_like(fixture_root)
+
+
+GPU_RUN = {"model": "alexnet", "dataset": "cifar10 fixture", "backend": "jax", "epochs": 2, "epoch_seconds": 0.5,
+           "images_per_second": 3200.0, "peak_fraction": 0.12, "train_seconds": 3.0, "test_accuracy": 0.9,
+           "test_views": 10}  # fmt: skip
+
+
+def gpu_section(root, **run) -> str:
+    """The report's GPU section with one device check run (bench/results/) beside the CPU trainings."""
+    (root / "bench/results").mkdir(parents=True, exist_ok=True)
+    record = {"device": "GPU: Fixture 1", "models": [{**GPU_RUN, **run}]}
+    (root / "bench/results/device-jax.json").write_text(json.dumps(record))
     assert report.main([]) == 0
-    md = (fixture_root / "reports/report.md").read_text()
-    assert "## Did GPUs matter?" in md and "20x the CPU's images per second" in md  # 3200 / 160
-    assert "| GPU: Fixture 1 | jax | 2 | 0.50 | 3,200 | 12.0% | 3 s | 90.00% (10 views) |" in md
+    md = (root / "reports/report.md").read_text()
+    return md[md.index("## Did GPUs matter?") :]
+
+
+def assert_the_gpu_section_compares_only_like_with_like(root) -> None:
+    same = gpu_section(root)
+    assert "20x the CPU's images per second" in same  # 3200 / 160: same data, same epochs
+    assert (
+        "| AlexNet | cifar10 fixture | GPU: Fixture 1 | jax | 2 | 0.50 | 3,200 | 12.0% | 3 s | 90.00% (10 views) |"
+        in same
+    )
+    assert "| AlexNet | cifar10 fixture | CPU: fixture |" in same
+    for other in ({"epochs": 3}, {"dataset": "MNIST (official files)"}, {"train_images": 999}):
+        section = gpu_section(root, **other)
+        assert "x the CPU's" not in section and "): ." not in section and ": ." not in section
+        assert "none of them on the same data for the same epochs" in section
 
 
 def test_missing_inputs_name_the_stage_to_run(fixture_root):
     write_fixture_outputs(fixture_root, {"lenet5": 0.99, "alexnet": 0.85})
     (fixture_root / "reports/alexnet/metrics.json").unlink()
     assert report.main([]) == 2
+
+
+def test_a_recipe_counts_its_warm_up_epochs_in_words():
+    from classic_cnns.reporting.describe import recipe
+
+    alexnet = load_params(ROOT / "params.yaml").model("alexnet")
+    assert "after 1 warm-up epoch;" in recipe(alexnet.replace(warmup_epochs=1))
+    assert "after 3 warm-up epochs;" in recipe(alexnet.replace(warmup_epochs=3))

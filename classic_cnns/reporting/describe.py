@@ -21,7 +21,7 @@ def recipe(cfg) -> str:
         f"{cfg.optimizer}"
         + (f" (momentum {cfg.momentum:g}{', Nesterov' if cfg.nesterov else ''})" if cfg.optimizer == "sgd" else ""),
         f"lr {cfg.learning_rate:g} {cfg.schedule}"
-        + (f" after {cfg.warmup_epochs} warm-up epochs" if cfg.warmup_epochs else ""),
+        + (f" after {cfg.warmup_epochs} warm-up epoch{'s' * (cfg.warmup_epochs > 1)}" if cfg.warmup_epochs else ""),
         f"batch {cfg.batch_size}",
         f"inputs {cfg.input_scaling}",
     ]

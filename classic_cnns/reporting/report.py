@@ -194,11 +194,7 @@ def provenance_blocks(results: dict[str, dict]) -> list[tuple]:
         if prov["dataset"] in seen:
             continue
         seen.add(prov["dataset"])
-        kind = (
-            "official files, checksums verified"
-            if prov["official"]
-            else "a non-official copy, identified by its sha256"
-        )
+        kind = "checksums verified against the pinned ones" if prov["official"] else "identified by its sha256"
         blocks.append(("p", f"**{prov['title']}** ({kind}):"))
         blocks.append(("table", ["file", "sha256"], [[f, s] for f, s in prov["files"].items()]))
     return blocks
