@@ -77,9 +77,6 @@ def store_lock(uri: str):
         yield
 
 
-EXPERIMENT_KIND = "mlflow.experimentKind"
-
-
 def use_store(experiment: str) -> None:
     """Point MLflow at the store and experiment, checked first. With the default SQLite store, a
     new experiment keeps its artifacts in <root>/mlruns (not the current folder, which for a temp
@@ -91,9 +88,7 @@ def use_store(experiment: str) -> None:
     with store_lock(uri), failures_named(uri, "opening it"):
         if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
-        found = mlflow.set_experiment(experiment)
-        if found.tags.get(EXPERIMENT_KIND) != "custom_model_development":  # the UI opens on the runs, not traces
-            mlflow.set_experiment_tag(EXPERIMENT_KIND, "custom_model_development")
+        mlflow.set_experiment(experiment)
 
 
 def check_writable(uri: str) -> None:
