@@ -3,6 +3,7 @@ with a real MLflow SQLite store, in a throw-away git repo."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -208,16 +209,16 @@ def test_a_knob_reruns_exactly_its_readers_and_mlflow_keeps_every_run(pipeline_c
 
 
 def assert_plots_render_offline(root):
-    """`dvc plots show` writes a page whose scripts are the local Vega files `npm ci` installs."""
-    assert (ROOT / "node_modules").is_dir(), "run `npm ci` first: the offline plots page needs node_modules/"
-    (root / "node_modules").symlink_to(ROOT / "node_modules")
-    run(["dvc", "plots", "show"], root)
-    page = (root / "dvc_plots/index.html").read_text()
-    local = re.findall(r'<script src="(\.\./node_modules/[^"]+)"', page)
-    assert len(local) == 3 and "vegaEmbed('#" in page
-    for script in local:
-        assert (root / "dvc_plots" / script).resolve().stat().st_size > 10_000, script
-    assert page.index(local[0]) < page.index("cdn.jsdelivr")  # the CDN only where they are missing
+    """`dvc plots show -o <any folder>` writes a page with Vega inlined: no script to fetch, no path to
+    resolve (.dvc/plots/inline.js builds the template from the pinned node_modules)."""
+    out = root.parent / "elsewhere" / "plots"
+    out.parent.mkdir()
+    run(["dvc", "plots", "show", "-o", str(out)], root)
+    page = (out / "index.html").read_text()
+    assert "<script src=" not in page and "vegaEmbed('#" in page
+    for inlined in ("node_modules/vega/build/vega.min.js", "node_modules/vega-lite/build/vega-lite.min.js",
+                    "node_modules/vega-embed/build/vega-embed.min.js"):  # fmt: skip
+        assert f"<script>/* {inlined} */" in page
     assert '<meta charset="utf-8">' in page  # legends such as val_accuracy… read as written
     titles = re.findall(r'"title": \{"text": "([^"]+)"', page)
     assert sorted(titles) == sorted(
@@ -227,3 +228,13 @@ def assert_plots_render_offline(root):
     )  # one chart per model and measure
     assert '"title": "cross-entropy loss"' in page and '"title": "accuracy"' in page  # axes titled, not "y"
     assert '"field": "actual"' in page and '"title": "predicted"' in page
+
+
+def test_the_committed_plots_page_is_what_its_source_and_the_pinned_vega_make(tmp_path):
+    assert (ROOT / "node_modules").is_dir(), "run `npm ci` first: the plots page is built from node_modules/"
+    (tmp_path / ".dvc/plots").mkdir(parents=True)
+    for name in ("inline.js", "offline.src.html"):
+        shutil.copy(ROOT / ".dvc/plots" / name, tmp_path / ".dvc/plots" / name)
+    (tmp_path / "node_modules").symlink_to(ROOT / "node_modules")
+    subprocess.run(["node", str(tmp_path / ".dvc/plots/inline.js")], check=True)
+    assert (tmp_path / ".dvc/plots/offline.html").read_bytes() == (ROOT / ".dvc/plots/offline.html").read_bytes()
