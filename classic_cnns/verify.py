@@ -6,8 +6,7 @@ workspace's dvc.lock alone:
     python -m classic_cnns.verify main~3
 
 The committed copy of an output comes from git (outputs with `cache: false`) or from the DVC cache
-(after `dvc pull`); a committed copy that is not what dvc.lock records is itself reported as
-different. Each output gets one verdict:
+(after `dvc pull`); a committed copy that is not what dvc.lock records is reported as different:
 - identical: the same bytes;
 - equal within floating-point rounding: CSV and JSON files with the same structure and text whose
   numbers agree within a relative RTOL (1e-4), and model files whose every weight (the optimizer's

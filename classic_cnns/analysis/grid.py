@@ -193,13 +193,8 @@ def run_cell(params, variant: str, seed: int) -> dict:
         },
     )
     runs.log_dataset(meta, "training")
-    mlflow.log_params(
-        {
-            **{f"model.{k}": v for k, v in cfg.asdict().items()},
-            **{f"ablations.{k}": v for k, v in budget(params).items()},
-            "seed": seed,
-        }
-    )
+    grid_knobs = {f"ablations.{k}": v for k, v in budget(params).items()}
+    mlflow.log_params({**{f"model.{k}": v for k, v in cfg.asdict().items()}, **grid_knobs, "seed": seed})
     loggers = []
 
     def log_epochs(progress):
