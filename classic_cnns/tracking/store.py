@@ -84,8 +84,8 @@ def use_store(experiment: str) -> None:
     uri = tracking_uri()
     check_server(uri)
     mlflow.set_tracking_uri(uri)
-    check_writable(uri)
     with store_lock(uri), failures_named(uri, "opening it"):
+        check_writable(uri)  # under the lock: not while another process creates the schema
         if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
         mlflow.set_experiment(experiment)
