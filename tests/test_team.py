@@ -101,7 +101,11 @@ def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, m
     queued = {
         r.data.params.get("model.learning_rate"): r for r in runs if r.data.params.get("model.learning_rate") in rates
     }
-    assert sorted(queued) == rates, [(r.info.run_name, r.data.params, r.data.tags) for r in runs]
+    every = client.search_runs([experiment.experiment_id])  # on failure: every run, for the diagnosis
+    seen = [(r.info.run_name, r.info.status, r.data.params.get("model.learning_rate"), r.data.tags.get("model_sha256"),
+             r.data.tags.get("trained_elsewhere")) for r in every]  # fmt: skip
+    logs = run(["dvc", "queue", "logs", "-f"], project, check=False).stdout if sorted(queued) != rates else ""
+    assert sorted(queued) == rates, "\n".join(map(str, seen)) + "\n" + logs[-6000:]
     for r in queued.values():
         assert r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics
         assert r.info.run_name == f"lenet5-mnist ({r.data.tags['dvc_exp_name']})"  # told apart in every view
