@@ -3,7 +3,8 @@
     python -m stages.evaluate lenet5
 
 With `evaluate.test_time_augmentation.<name>` the scores average the predictions over several views
-of each image. Writes reports/<name>/metrics.json and the rest (classic_cnns/evaluation/results.py);
+of each image. Writes reports/<name>/metrics.json and the rest (classic_cnns/evaluation/results.py),
+its costs to reports/costs/ and reports/costs.md;
 adds them to the MLflow run that trained the model (found by the model file's sha256) and registers
 a new version of the model; a full-quality run's version becomes the `champion`.
 """
@@ -21,6 +22,7 @@ from classic_cnns.errors import run_stage
 from classic_cnns.evaluation import results, scores
 from classic_cnns.evaluation.tta import predict, tta_views
 from classic_cnns.params import load_or_exit, stage_args
+from classic_cnns.reporting import costs_page
 from classic_cnns.tracking import registry, store
 
 
@@ -50,8 +52,10 @@ def evaluate(params, name: str) -> dict:
         "device": environment.device(),
         "keras_backend": keras.backend.backend(),
         **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()},
+        **costs_page.about(name, cfg),
     }
     results.write_outputs(name, metrics, details, cost, tables, y_test, probs, meta["classes"])
+    costs_page.write()
 
     with store.failures_named(store.tracking_uri(), "logging the evaluation"):
         run_id = registry.run_of_model_file(params.mlflow.experiment, name, cfg, meta, model, model_file)

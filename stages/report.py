@@ -1,5 +1,6 @@
 """Stage `report`: reports/report.md (PNGs in reports/figures/) and a self-contained
-reports/report.html, built only from the files the other stages wrote (classic_cnns/reporting/report.py).
+reports/report.html, built only from the files the other stages wrote (classic_cnns/reporting/report.py);
+and reports/costs.md/.html anew from the cost records (not a DVC output).
 
     python -m stages.report
 """
@@ -14,7 +15,7 @@ from classic_cnns import outputs
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.paths import DIAGNOSTICS, FIGURES, REPORTS, model_file
-from classic_cnns.reporting import render
+from classic_cnns.reporting import costs_page, render
 from classic_cnns.reporting.report import build_blocks, load_results
 from classic_cnns.tracking import registry, runs, store
 
@@ -31,6 +32,7 @@ def main(argv: list[str]) -> int:
     text = render.to_markdown(blocks, REPORTS)
     outputs.write_text(md, text)
     outputs.write_text(page, render.to_html(text, "LeNet-5 and AlexNet report", REPORTS))
+    cost_page = costs_page.write()  # not a DVC output: timings differ on every run
 
     store.use_store(params.mlflow.experiment)
     with store.failures_named(store.tracking_uri(), "logging the report"), mlflow.start_run(run_name="report"):
@@ -42,6 +44,7 @@ def main(argv: list[str]) -> int:
                 log_to_training_run(trained.info.run_id, name, md)
         mlflow.log_artifact(str(md), artifact_path="report")
         mlflow.log_artifact(str(page), artifact_path="report")
+        mlflow.log_artifact(str(cost_page), artifact_path="report")
         mlflow.log_artifacts(str(FIGURES), artifact_path="report/figures")
     print(f"report: {md} and {page}")
     return 0

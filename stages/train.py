@@ -3,7 +3,8 @@
     python -m stages.train lenet5
 
 Reads data/prepared/<dataset>.npz; writes models/<name>/model.keras and reports/<name>/ history.csv,
-architecture.csv, training.json (classic_cnns/training/results.py). Every epoch is checkpointed to
+architecture.csv, training.json (classic_cnns/training/results.py); its costs to reports/costs/ and
+reports/costs.md. Every epoch is checkpointed to
 checkpoints/<name>/: a killed run rerun with `dvc repro` continues in the same MLflow run and ends
 with the same weights; a tracking store away at the end keeps the checkpoint, and a rerun logs what
 is missing without training again. A training that diverges or does not learn writes nothing and
@@ -20,6 +21,7 @@ from classic_cnns import environment, paths
 from classic_cnns.data.prepared import load_split
 from classic_cnns.errors import TrainingFailed, run_stage
 from classic_cnns.params import flatten, load_or_exit, stage_args
+from classic_cnns.reporting import costs_page
 from classic_cnns.tracking import runs, store
 from classic_cnns.tracking.epochs import EpochLogger
 from classic_cnns.training import distribute, results
@@ -63,8 +65,15 @@ def train(params, name: str) -> dict | None:
             with store.failures_named(store.tracking_uri(), "logging the trained model", after=kept):
                 logger.flush()
                 summary = results.write_outputs(
-                    name, model, training.progress, training.best, len(training.x), placement
+                    name,
+                    model,
+                    training.progress,
+                    training.best,
+                    len(training.x),
+                    placement,
+                    costs_page.about(name, cfg),
                 )
+                costs_page.write()
     except TrainingFailed:
         ckpt.clear()
         raise

@@ -4,12 +4,13 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from classic_cnns.data import download as dl
-from classic_cnns.data.datasets import REGISTRY
+from classic_cnns.data.datasets import REGISTRY, read_raw
 from classic_cnns.errors import DiskFull
 from tests.projects import stage
 from tests.tiny_data import write_spec
@@ -103,9 +104,10 @@ def test_local_npz_copy_is_recorded_as_non_official(tmp_path, serve):
             "title": "CIFAR-10 (non-official local copy)",
             "official": False,
             "source": source,
-            "files": {"cifar10.npz": sha},
+            "files": {"stand-in.npz": sha},  # the copy's own name, as dvc.lock and the README name it
         }
-        assert (out / "cifar10.npz").read_bytes() == copy.read_bytes()
+        assert (out / "stand-in.npz").read_bytes() == copy.read_bytes()
+        assert read_raw(replace(REGISTRY["cifar10"], layout="npz"), out)[0].shape == (20, 32, 32, 3)
 
 
 def test_a_local_copy_without_the_keras_keys_is_refused(tmp_path):

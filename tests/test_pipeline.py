@@ -14,6 +14,7 @@ import yaml
 from classic_cnns import verify
 from classic_cnns.framework_logs import ABSL_LINE
 from tests.projects import ROOT, assert_stages_declare_what_they_read, run, runs_by_name
+from tests.report_tables import assert_costs_match, assert_side_by_side_matches
 from tests.servers import holding_proxy
 
 # The README's `dvc exp show` line: test accuracy against learning rate per model, in 200 columns.
@@ -116,6 +117,8 @@ def test_the_metrics_files_and_the_report(pipeline):
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (root / "reports" / image).exists(), image
     assert "data:image/png;base64," in (root / "reports/report.html").read_text()
+    assert_side_by_side_matches(root, ["lenet5", "alexnet"], ["mnist", "cifar10"])
+    assert_costs_match(root, ["lenet5", "alexnet"])
     # verify hashes each output itself, folders included, as DVC does
     for path, (_, digest) in verify.output_hashes((root / "dvc.lock").read_text()).items():
         assert verify.dvc_hash(verify.current_files(root / path), digest.endswith(".dir")) == digest, path
@@ -162,6 +165,22 @@ def test_a_push_cut_off_is_finished_by_a_rerun_and_a_fresh_clone_pulls_the_resul
     own_store = {"MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}"}
     assert ran(run(["dvc", "repro", "-f", "-s", "report"], clone, env=own_store).stdout) == {"report"}
     assert (clone / "reports/report.md").read_bytes() == (project / "reports/report.md").read_bytes()
+
+
+def test_a_rerun_rewrites_the_costs_and_leaves_dvc_lock_identical(pipeline_copy):
+    """Timings live in reports/costs/ and costs.md, outside DVC's hashes: a forced rerun of a training
+    and the report records new costs, and dvc.lock stays byte for byte what it was."""
+    project = pipeline_copy
+    lock, record = (project / "dvc.lock").read_bytes(), (project / "reports/costs/train-lenet5.json").read_text()
+    stamp = "CPU: stamped by the test"
+    (project / "reports/costs.md").write_text(stamp)
+    assert ran(run(["dvc", "repro", "-f", "-s", "train@lenet5"], project).stdout) == {"train@lenet5"}
+    assert (project / "reports/costs/train-lenet5.json").read_text() != record  # new wall times
+    assert stamp not in (project / "reports/costs.md").read_text()
+    assert_costs_match(project, ["lenet5", "alexnet"])
+    assert ran(run(["dvc", "repro", "-f", "-s", "report"], project).stdout) == {"report"}
+    assert (project / "dvc.lock").read_bytes() == lock
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout
 
 
 def test_a_failed_stage_leaves_no_outputs_and_dvc_checkout_restores_them(pipeline_copy):

@@ -9,8 +9,10 @@ import pytest
 
 from classic_cnns.model.networks import build, layer_table
 from classic_cnns.params import load_params
+from classic_cnns.reporting import costs_page
 from stages import report
 from tests.projects import ROOT
+from tests.report_tables import assert_costs_match, assert_gpu_table_matches, assert_side_by_side_matches
 
 CLASSES = {
     "mnist": [str(i) for i in range(10)],
@@ -26,8 +28,9 @@ def write_fixture_outputs(root, accuracies):
         shape = (32, 32, 1) if cfg.dataset == "mnist" else (32, 32, 3)
         y_test = write_prepared(root, cfg.dataset, shape, rng)
         model = build(cfg.architecture, shape, [0.0] * shape[-1], [1.0] * shape[-1])
-        write_training_outputs(root, name, model)
-        write_evaluation_outputs(root, name, CLASSES[cfg.dataset], y_test, accuracies[name])
+        about = costs_page.about(name, cfg)
+        write_training_outputs(root, name, model, about)
+        write_evaluation_outputs(root, name, CLASSES[cfg.dataset], y_test, accuracies[name], about)
 
 
 def write_prepared(root, dataset: str, shape: tuple, rng) -> np.ndarray:
@@ -60,7 +63,7 @@ def write_prepared(root, dataset: str, shape: tuple, rng) -> np.ndarray:
     return y_test
 
 
-def write_training_outputs(root, name: str, model) -> None:
+def write_training_outputs(root, name: str, model, about: dict) -> None:
     (root / "models" / name).mkdir(parents=True)
     model.save(root / "models" / name / "model.keras")
     out = root / "reports" / name
@@ -87,14 +90,34 @@ def write_training_outputs(root, name: str, model) -> None:
     )
     (root / "reports/costs").mkdir(exist_ok=True)
     (root / f"reports/costs/train-{name}.json").write_text(
-        json.dumps({"train_seconds": 12.5, "train_images_per_second": 160.0, "device": "CPU: fixture"})
+        json.dumps(
+            {
+                "train_seconds": 12.5,
+                "train_images_per_second": 160.0,
+                "epoch_seconds": [7.25, 5.25],
+                "device": "CPU: fixture",
+                "keras_backend": "tensorflow",
+                "peak_rss_mb": 1234.5,
+                **about,
+            }
+        )
     )
 
 
-def write_evaluation_outputs(root, name: str, classes: list[str], y_test: np.ndarray, accuracy: float) -> None:
+def write_evaluation_outputs(
+    root, name: str, classes: list[str], y_test: np.ndarray, accuracy: float, about: dict
+) -> None:
     out = root / "reports" / name
     (root / f"reports/costs/evaluate-{name}.json").write_text(
-        json.dumps({"inference_images_per_second": 1000.0, "latency_ms_per_image": 1.5, "device": "CPU: fixture"})
+        json.dumps(
+            {
+                "inference_images_per_second": 1000.0,
+                "latency_ms_per_image": 1.5,
+                "device": "CPU: fixture",
+                "inference_peak_rss_mb": 987.0,
+                **about,
+            }
+        )
     )
     (out / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy, "test_loss": 0.5, "test_macro_f1": 0.7}))
     (out / "evaluation.json").write_text(
@@ -133,7 +156,7 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
         "4. AlexNet's architecture",
         "5. How the two compare",
     ):
-        assert heading in md
+        assert md.count(heading) == 1
     assert "C1 28x28x6, S2 14x14x6, C3 10x10x16, S4 5x5x16" in md
     assert "| C3 | Conv2D | tanh | 10x10x16 | 2,416 | 240,000 | 14x14 |" in md
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
@@ -142,6 +165,48 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
         assert (fixture_root / "reports" / image).stat().st_size > 0
     assert_html_is_the_markdown_self_contained((fixture_root / "reports/report.html").read_text(), images)
     assert_classes_models_and_architectures_are_named(md)
+    assert_side_by_side_matches(fixture_root, ["lenet5", "alexnet"], ["mnist", "cifar10"])
+
+
+def test_the_report_holds_results_and_costs_md_holds_costs(fixture_root):
+    """DVC hashes report.md, so no timing is in it; costs.md (not a DVC output) holds each record's."""
+    write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
+    assert report.main([]) == 0
+    md = (fixture_root / "reports/report.md").read_text()
+    for cost in ("12.5 s", "160 images/s", "1,000 images/s", "1.50 ms", "1,234 MB", "CPU: fixture"):
+        assert cost not in md
+    assert "[costs.md](costs.md)" in md and "[costs.md](costs.md#how-the-two-compare-in-cost)" in md
+    assert_costs_match(fixture_root, ["lenet5", "alexnet"])
+    costs = (fixture_root / "reports/costs.md").read_text()
+    assert "## How the two compare in cost" in costs and "Did GPUs matter" not in costs
+    assert "AlexNet trained at 160 images/s against LeNet-5's 160" in costs and "different devices" not in costs
+    assert "<h2 id='how-the-two-compare-in-cost'>" in (fixture_root / "reports/costs.html").read_text().replace(
+        '"', "'"
+    )
+
+    # a changed record changes costs.md and nothing in report.md
+    before = md
+    record = json.loads((fixture_root / "reports/costs/train-alexnet.json").read_text())
+    record.update(train_seconds=99.0, train_images_per_second=20.2, device="CPU: other")
+    (fixture_root / "reports/costs/train-alexnet.json").write_text(json.dumps(record))
+    assert report.main([]) == 0
+    assert (fixture_root / "reports/report.md").read_text() == before
+    assert_costs_match(fixture_root, ["lenet5", "alexnet"])
+    assert "(on different devices)" in (fixture_root / "reports/costs.md").read_text()
+
+
+def test_costs_md_says_what_is_not_recorded(fixture_root):
+    write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
+    (fixture_root / "reports/costs/evaluate-alexnet.json").unlink()
+    costs_page.write()
+    table = (fixture_root / "reports/costs.md").read_text()
+    assert "| Inference | 1,000 images/s (batch 64); 1.50 ms for one image | not recorded |" in table
+    assert "How the two compare in cost" not in table
+    for name in ("lenet5", "alexnet"):
+        (fixture_root / f"reports/costs/train-{name}.json").unlink(missing_ok=True)
+        (fixture_root / f"reports/costs/evaluate-{name}.json").unlink(missing_ok=True)
+    costs_page.write()
+    assert "No run has recorded its costs yet: run `dvc repro`." in (fixture_root / "reports/costs.md").read_text()
 
 
 def assert_html_is_the_markdown_self_contained(html: str, images: list[str]) -> None:
@@ -162,8 +227,6 @@ def assert_classes_models_and_architectures_are_named(md: str) -> None:
     assert "lenet5: lenet5" not in md
     # AlexNet for ImageNet, from built models, beside the trained adaptation
     assert "## AlexNet for ImageNet and for 32x32 images" in md
-    assert "Did GPUs matter" not in md  # no GPU run recorded: no section
-
     assert "60,965,224 parameters" in md and "25,678,184 parameters" in md
     assert "| pool3 | 6x6x256, 0 | 1x1x256, 0 | 1x1x256, 0 |" in md
     assert "/copies/" not in md  # a local copy is named by its sha256, not a machine's path
@@ -188,8 +251,7 @@ def test_the_report_follows_the_files_it_is_built_from(fixture_root):
         "43.21% (of 40 images); averaged over 10 views of each image (test-time augmentation), single view 41.23%" in md
     )
 
-    assert "Did GPUs matter" not in md  # no GPU run recorded: no such section
-
+    assert_side_by_side_matches(fixture_root, ["lenet5", "alexnet"], ["mnist", "cifar10"])
     assert_the_gpu_section_compares_only_like_with_like(fixture_root)
 
 
@@ -199,26 +261,28 @@ GPU_RUN = {"model": "alexnet", "dataset": "cifar10 fixture", "backend": "jax", "
 
 
 def gpu_section(root, **run) -> str:
-    """The report's GPU section with one device check run (bench/results/) beside the CPU trainings."""
+    """costs.md's GPU section with one device check run (bench/results/) beside the pipeline's trainings."""
     (root / "bench/results").mkdir(parents=True, exist_ok=True)
     record = {"device": "GPU: Fixture 1", "models": [{**GPU_RUN, **run}]}
     (root / "bench/results/device-jax.json").write_text(json.dumps(record))
     assert report.main([]) == 0
-    md = (root / "reports/report.md").read_text()
+    assert "Did GPUs matter" not in (root / "reports/report.md").read_text()
+    assert_gpu_table_matches(root, {"lenet5": "LeNet-5", "alexnet": "AlexNet"})
+    md = (root / "reports/costs.md").read_text()
     return md[md.index("## Did GPUs matter?") :]
 
 
 def assert_the_gpu_section_compares_only_like_with_like(root) -> None:
     same = gpu_section(root)
-    assert "20x the CPU's images per second" in same  # 3200 / 160: same data, same epochs
+    assert "20x the pipeline's images per second, the whole training in 3 s against 12 s" in same  # 3200 / 160
     assert (
-        "| AlexNet | cifar10 fixture | GPU: Fixture 1 | jax | 2 | 0.50 | 3,200 | 12.0% | 3 s | 90.00% (10 views) |"
+        "| AlexNet | cifar10 fixture | GPU: Fixture 1 | jax | 2 | 0.50 s | 3,200 | 12.0% | 3 s | 90.00% (10 views) |"
         in same
     )
     assert "| AlexNet | cifar10 fixture | CPU: fixture |" in same
     for other in ({"epochs": 3}, {"dataset": "MNIST (official files)"}, {"train_images": 999}):
         section = gpu_section(root, **other)
-        assert "x the CPU's" not in section and "): ." not in section and ": ." not in section
+        assert "x the pipeline's" not in section and "): ." not in section and ": ." not in section
         assert "none of them on the same data for the same epochs" in section
 
 

@@ -8,6 +8,7 @@ output, MLflow tags, the report's prose and tables) names a dataset by what this
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -107,8 +108,9 @@ def get(name: str, source) -> Dataset:
 
 def read_raw(ds: Dataset, folder: Path) -> tuple[np.ndarray, ...]:
     """(x_train, y_train, x_test, y_test) from what the download stage left in `folder`."""
-    if ds.layout == "npz":
-        return formats.read_npz(folder / f"{ds.name}.npz")
+    if ds.layout == "npz":  # the one file of a local copy, under its own name
+        (name,) = json.loads((folder / "provenance.json").read_text())["files"]
+        return formats.read_npz(folder / name)
     if ds.layout == "idx":
         return formats.read_mnist(folder)
     return formats.read_cifar10(folder / "cifar-10-python.tar.gz")

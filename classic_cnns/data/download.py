@@ -276,7 +276,7 @@ def download(ds: Dataset, source: str, out_dir: Path, fetch_from: str | None = N
                 print(f"{ds.name}: {filename} from {url} (sha256 ok)")
             title = f"{ds.title} (official files)"
         else:
-            filename = f"{ds.name}.npz"
+            filename = Path(urllib.parse.urlsplit(source).path).name or f"{ds.name}.npz"  # the copy keeps its own name
             _, files[filename] = fetch_checked([fetch_from or source], tmp / filename, None)
             check_npz(tmp / filename, source)
             print(f"{ds.name}: local copy {source} sha256 {files[filename]}")

@@ -65,8 +65,7 @@ def _lenet_answers(le: dict, al: dict) -> list[tuple]:
             f"subsampling stages (C1 {shapes.get('C1', '?')}, S2 {shapes.get('S2', '?')}, C3 {shapes.get('C3', '?')}, "
             f"S4 {shapes.get('S4', '?')}) and three fully connected layers ({shapes.get('C5', '?')}, "
             f"{shapes.get('F6', '?')}, {shapes.get('output', '?')}): {lp:,} parameters and {lmacs / 1e6:.2f} M "
-            f"multiply-adds per image. Trained here for {le['training']['epochs']} epochs "
-            f"({le['training']['train_seconds']:.0f} s on {le['training']['device']}), it reaches {_acc(le)} test "
+            f"multiply-adds per image. Trained here for {le['training']['epochs']} epochs, it reaches {_acc(le)} test "
             f"accuracy on {le['dataset']}{published(le)}. It showed that "
             "weights shared across positions, learned end to end by backpropagation, beat hand-made features.",
         ),
@@ -91,7 +90,7 @@ def _lenet_answers(le: dict, al: dict) -> list[tuple]:
             f"{_gap(le):.1f}. Whether each change matters on its own is measured by the ablation experiments, "
             "not assumed here.",
         ),
-    ] + _alexnet_answers(le, al)
+    ]
 
 
 def _alexnet_answers(le: dict, al: dict) -> list[tuple]:
@@ -111,8 +110,7 @@ def _alexnet_answers(le: dict, al: dict) -> list[tuple]:
             f"{_share(aa, dense, 'parameters'):.1f}% of them in the dense layers, while the convolutions do "
             f"{_share(aa, conv, 'multiply_adds'):.1f}% of the compute. With {describe.recipe(al['config'])} and "
             f"regularisation by {describe.regularisation(al['config'])}, it reaches "
-            f"{_acc(al)} test accuracy on {al['dataset']} after {al['training']['epochs']} epochs "
-            f"({al['training']['train_seconds'] / 60:.1f} min on {al['training']['device']}). The reference "
+            f"{_acc(al)} test accuracy on {al['dataset']} after {al['training']['epochs']} epochs. The reference "
             "notebook's AlexNet never learned; see the diagnosis below for why.",
         ),
         ("h3", "5. How the two compare"),
@@ -124,15 +122,10 @@ def _alexnet_answers(le: dict, al: dict) -> list[tuple]:
                 if le["config"].dataset != al["config"].dataset
                 else ""
             )
-            + ". Per image, AlexNet needs "
-            f"{amacs / lmacs:.0f}x the multiply-adds; it trained at "
-            f"{al['training']['train_images_per_second']:.0f} images/s against LeNet-5's "
-            f"{le['training']['train_images_per_second']:.0f}, infers at "
-            f"{al['metrics']['inference_images_per_second']:.0f} against "
-            f"{le['metrics']['inference_images_per_second']:.0f} images/s, answers one image in "
-            f"{al['metrics']['latency_ms_per_image']:.2f} ms against {le['metrics']['latency_ms_per_image']:.2f} ms, "
-            f"and takes {al['metrics']['model_size_mb']:.0f} MB on disk against "
-            f"{le['metrics']['model_size_mb']:.1f} MB.",
+            + f". Per image, AlexNet needs {amacs / lmacs:.0f}x the multiply-adds, and it takes "
+            f"{al['metrics']['model_size_mb']:.0f} MB on disk against {le['metrics']['model_size_mb']:.1f} MB. "
+            "What each cost in time and memory on the machine that ran it, and on a GPU: "
+            "[costs.md](costs.md#how-the-two-compare-in-cost).",
         ),
     ]
 
@@ -195,99 +188,3 @@ def _diagnosis(summary: dict) -> str:
         f"{100 * sum(ours['dead_fraction'].values()) / len(ours['dead_fraction']):.1f}% "
         f"of ReLU units dead on average."
     )
-
-
-def gpu_runs(results: dict[str, dict], bench_dir: Path) -> list[tuple[dict, dict]]:
-    """(device check record, one model's run) for each GPU run of a model the report describes."""
-    runs = []
-    for path in sorted(bench_dir.glob("device-*.json")):
-        record = json.loads(path.read_text())
-        if record.get("device", "").startswith("GPU"):
-            runs += [(record, m) for m in record["models"] if m["model"] in results]
-    return runs
-
-
-def speed_rows(results: dict[str, dict], runs: list[tuple[dict, dict]]) -> list[list[str]]:
-    """The pipeline's CPU trainings (reports/costs/), then the device check's GPU runs, each with its data."""
-    rows = []
-    for r in results.values():
-        t = r["training"]
-        epochs = sorted(t.get("epoch_seconds", []))
-        median = f"{epochs[len(epochs) // 2]:.2f}" if epochs else "—"
-        where = [t.get("device", "?"), t.get("keras_backend", "?")]
-        speed = [f"{t['train_images_per_second']:,.0f}", "—", f"{t['train_seconds']:,.0f} s"]
-        accuracy = _accuracy(r["metrics"]["test_accuracy"], r["metrics"].get("test_views", 1))
-        rows.append([r["title"], r["dataset"], *where, str(t["epochs"]), median, *speed, accuracy])
-    for record, m in runs:
-        data = m.get("dataset", "not recorded")
-        speed = [f"{m['images_per_second']:,.0f}", f"{100 * m['peak_fraction']:.1f}%", f"{m['train_seconds']:,.0f} s"]
-        accuracy = _accuracy(m["test_accuracy"], m["test_views"])
-        rows.append([results[m["model"]]["title"], data, record["device"], m["backend"], str(m["epochs"]),
-                     f"{m['epoch_seconds']:.2f}", *speed, accuracy])  # fmt: skip
-    return rows
-
-
-NOT_COMPARABLE = (
-    ", none of them on the same data for the same epochs as this report's runs, so no speed-up is "
-    "given; the table lists both"
-)
-
-
-def comparable(gpu: dict, r: dict) -> bool:
-    """A device check run trained what this report's run trained: same epochs, same training images,
-    the same dataset where the record names it."""
-    same_data = gpu.get("dataset", r["dataset"]) == r["dataset"]
-    same_images = gpu.get("train_images", r["data"]["sizes"]["train"]) == r["data"]["sizes"]["train"]
-    return same_data and same_images and gpu["epochs"] == r["training"]["epochs"]
-
-
-def gpu_blocks(results: dict[str, dict], bench_dir: Path) -> list[tuple]:
-    """The notebook's claim that GPUs made AlexNet possible, answered with this project's trainings:
-    the pipeline's CPU runs (reports/costs/) beside the device check's GPU runs (bench/results/)."""
-    runs = gpu_runs(results, bench_dir)
-    if not runs:
-        return []
-    rows = speed_rows(results, runs)
-    best = {}
-    for _, m in runs:
-        if comparable(m, results[m["model"]]):
-            best.setdefault(m["model"], m)
-    lines = [
-        f"{results[n]['title']}: {m['images_per_second'] / results[n]['training']['train_images_per_second']:.0f}x "
-        f"the CPU's images per second, the whole training in {m['train_seconds']:.0f} s against "
-        f"{results[n]['training']['train_seconds'] / 60:.0f} min"
-        for n, m in best.items()
-    ]
-    return [
-        ("h2", "Did GPUs matter? AlexNet's fifth idea, measured"),
-        (
-            "p",
-            "AlexNet was trained on two GPUs, which the notebook names among its contributions. The same "
-            "recipes, trained by this pipeline's code on a CPU (the runs this report describes) and on a GPU "
-            "(the device check, `bench/device.sh`; its results in `bench/results/`)"
-            + (": " + "; ".join(lines) if lines else NOT_COMPARABLE)
-            + f". Yet the GPU is far from full: at most "
-            f"{100 * max(m['peak_fraction'] for _, m in runs):.0f}% of its own matmul peak (measured in the same "
-            "run), with networks this small on 32x32 images.",
-        ),
-        (
-            "table",
-            [
-                "model",
-                "data",
-                "device",
-                "backend",
-                "epochs",
-                "epoch s (median)",
-                "images/s",
-                "% of matmul peak",
-                "training",
-                "test accuracy",
-            ],
-            rows,
-        ),
-    ]
-
-
-def _accuracy(value: float, views: int) -> str:
-    return f"{100 * value:.2f}%" + (f" ({views} views)" if views > 1 else "")

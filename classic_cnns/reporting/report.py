@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classic_cnns import costs, outputs, paths
+from classic_cnns import outputs, paths
 from classic_cnns.model import architectures
 from classic_cnns.reporting import describe, figures, questions
 
@@ -41,28 +41,16 @@ def load_results(models: dict) -> dict[str, dict]:
                 f"{folder} lacks {', '.join(missing)}: run `dvc repro` "
                 f"(train@{name} and evaluate@{name}) before the report"
             )
-        unrecorded = [
-            str(paths.cost_record(stage, name))
-            for stage in ("train", "evaluate")
-            if not paths.cost_record(stage, name).exists()
-        ]
-        if unrecorded:
-            raise FileNotFoundError(
-                f"{', '.join(unrecorded)} missing (the costs of the runs that made {folder}): restore "
-                f"them with `git checkout -- reports/costs`, or rerun `dvc repro -f train@{name} "
-                f"evaluate@{name}`"
-            )
         labels = {"class": str, "actual": str, "predicted": str}
         r = {
             "name": name,
             "config": cfg,
-            # the costs (wall times, speed, memory, device) of the runs that made them, where recorded
+            # results only: what a run cost is in reports/costs.md (classic_cnns/reporting/costs_page.py)
             "metrics": {
                 **json.loads((folder / "metrics.json").read_text()),
                 **json.loads((folder / "evaluation.json").read_text()),
-                **costs.read("evaluate", name),
             },
-            "training": {**json.loads((folder / "training.json").read_text()), **costs.read("train", name)},
+            "training": json.loads((folder / "training.json").read_text()),
             "history": pd.read_csv(folder / "history.csv"),
             "architecture": pd.read_csv(folder / "architecture.csv", keep_default_na=False),
             "per_class": pd.read_csv(folder / "per_class.csv", dtype=labels),
@@ -129,19 +117,7 @@ SIDE_BY_SIDE = [
     ("Test accuracy", lambda r: describe.test_accuracy(r["metrics"])),
     ("Test loss", lambda r: f"{r['metrics']['test_loss']:.4f}"),
     ("Macro F1", lambda r: f"{r['metrics']['test_macro_f1']:.4f}"),
-    (
-        "Training time",
-        lambda r: f"{r['training']['train_seconds']:.1f} s ({r['training']['train_images_per_second']:.0f} images/s)",
-    ),
-    (
-        "Inference",
-        lambda r: f"{r['metrics']['inference_images_per_second']:.0f} images/s "
-        f"(batch {r['metrics']['inference_batch_size']}); "
-        f"{r['metrics']['latency_ms_per_image']:.2f} ms for one image",
-    ),
     ("Model size on disk", lambda r: f"{r['metrics']['model_size_mb']:.1f} MB (.keras, with optimizer state)"),
-    ("Peak memory (process RSS)", lambda r: describe.peak_memory(r["training"], r["metrics"])),
-    ("Device", lambda r: r["training"]["device"]),
 ]
 
 
@@ -215,7 +191,15 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
             )
         )
     rows = [[label] + [get(results[n]) for n in names] for label, get in SIDE_BY_SIDE]
-    blocks += [("h2", "Side by side"), ("table", ["", *[results[n]["title"] for n in names]], rows)]
+    blocks += [
+        ("h2", "Side by side"),
+        ("table", ["", *[results[n]["title"] for n in names]], rows),
+        (
+            "p",
+            "What the runs cost (wall times, speeds, memory, devices, and a GPU against the CPU): "
+            "[costs.md](costs.md), kept apart because DVC hashes this report and timings differ on every run.",
+        ),
+    ]
     blocks += questions.question_blocks(results)
     for r in results.values():
         blocks += model_blocks(r)
@@ -223,7 +207,6 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
     if alexnets:
         blocks += architectures.comparison_blocks(alexnets[0])
     blocks += questions.diagnostics_blocks(diagnostics_dir)
-    blocks += questions.gpu_blocks(results, paths.BENCH_RESULTS)
     blocks += [
         ("h2", "The notebook's claims"),
         (

@@ -30,10 +30,13 @@ def log_summary(summary: dict, cost: dict) -> None:
     mlflow.set_tags({k: str({**summary, **cost}[k]) for k in SETTINGS if k in {**summary, **cost}})
 
 
-def write_outputs(name: str, model, progress, best, n_train: int, placement: Placement = Placement()) -> dict:
+def write_outputs(
+    name: str, model, progress, best, n_train: int, placement: Placement = Placement(), about: dict | None = None
+) -> dict:
     """Log the model, its summary and costs to the active run, then write the stage's outputs (each
     to a temporary name first, so a failure leaves none half-written). The outputs DVC hashes hold
-    only what code, params and data decide; wall times and the machine go to classic_cnns/costs.py."""
+    only what code, params and data decide; wall times and the machine go to classic_cnns/costs.py,
+    with `about` (what the model is: classic_cnns/reporting/costs_page.py's identity)."""
     report_dir = paths.model_reports(name)
     history = progress.history
     learned = {k: v for k, v in history.items() if k != "epoch_seconds"}
@@ -55,6 +58,7 @@ def write_outputs(name: str, model, progress, best, n_train: int, placement: Pla
         "processes": placement.processes,
         "keras_backend": keras.backend.backend(),
         **environment.peak_memory_mb(),
+        **(about or {}),
     }
     registry.log_keras_model(model)
     mlflow.log_text(history_frame.assign(epoch_seconds=history.get("epoch_seconds")).to_csv(index=False), "history.csv")
