@@ -52,7 +52,6 @@ def evaluate(params, name: str) -> dict:
         "device": environment.device(),
         "keras_backend": keras.backend.backend(),
         **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()},
-        **costs_page.about(name, cfg),
     }
     results.write_outputs(name, metrics, details, cost, tables, y_test, probs, meta["classes"])
     costs_page.write()

@@ -3,6 +3,7 @@ throw-away copy of the project to run the real stages and `dvc` in."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -53,10 +54,10 @@ def s3_server(tmp_path, monkeypatch):
         server.wait(timeout=10)
 
 
-@pytest.fixture
-def team_server(s3_server, monkeypatch):
-    """The team's tracking server as team/server.sh starts it: PostgreSQL and `mlflow server` on
-    127.0.0.1, artifacts in the S3 server's bucket. Yields the tracking URI."""
+@contextlib.contextmanager
+def running_team_server(s3_server: str, **settings: str):
+    """team/server.sh start (PostgreSQL and `mlflow server` on 127.0.0.1, artifacts in the S3 server's
+    bucket) with `settings` added to its environment; yields (tracking URI, that environment)."""
     if not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
         if os.environ.get("CI"):
             raise AssertionError("PostgreSQL is missing: .ci/run installs Debian's postgresql")
@@ -65,23 +66,39 @@ def team_server(s3_server, monkeypatch):
     folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
     port = free_port()
     env = {
+        **os.environ,
         "TEAM_DIR": str(folder),
         "TEAM_DB_PASSWORD": "team-db-secret",
         "TEAM_DB_PORT": str(free_port()),
         "MLFLOW_PORT": str(port),
         "MLFLOW_S3_ENDPOINT_URL": s3_server,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **settings,
     }
-    script = str(ROOT / "team/server.sh")
     try:
-        started = subprocess.run(
-            [script, "start"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
-        )
+        started = subprocess.run([TEAM_SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=300)
         assert started.returncode == 0, started.stdout + started.stderr
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", env
     finally:
-        subprocess.run([script, "stop"], env={**os.environ, **env}, capture_output=True, timeout=120)
+        subprocess.run([TEAM_SCRIPT, "stop"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+TEAM_SCRIPT = str(ROOT / "team/server.sh")
+
+
+@pytest.fixture
+def team_server(s3_server):
+    """The team's tracking server as team/server.sh starts it; yields the tracking URI."""
+    with running_team_server(s3_server) as (uri, _):
+        yield uri
+
+
+@pytest.fixture
+def signed_in_team_server(s3_server):
+    """The team's server with sign-in (as beyond 127.0.0.1); yields (URI, the script's environment)."""
+    with running_team_server(s3_server, TEAM_AUTH="1", TEAM_ADMIN_PASSWORD="admin-secret-1") as started:
+        yield started
 
 
 @pytest.fixture
@@ -201,7 +218,15 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
-PROJECT_FIXTURES = {"project", "prepared_project", "pipeline", "pipeline_copy", "team_server", "s3_server"}
+PROJECT_FIXTURES = {
+    "project",
+    "prepared_project",
+    "pipeline",
+    "pipeline_copy",
+    "team_server",
+    "signed_in_team_server",
+    "s3_server",
+}
 
 
 LONGEST_FIRST = (

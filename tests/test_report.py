@@ -30,7 +30,7 @@ def write_fixture_outputs(root, accuracies):
         model = build(cfg.architecture, shape, [0.0] * shape[-1], [1.0] * shape[-1])
         about = costs_page.about(name, cfg)
         write_training_outputs(root, name, model, about)
-        write_evaluation_outputs(root, name, CLASSES[cfg.dataset], y_test, accuracies[name], about)
+        write_evaluation_outputs(root, name, CLASSES[cfg.dataset], y_test, accuracies[name])
 
 
 def write_prepared(root, dataset: str, shape: tuple, rng) -> np.ndarray:
@@ -104,9 +104,7 @@ def write_training_outputs(root, name: str, model, about: dict) -> None:
     )
 
 
-def write_evaluation_outputs(
-    root, name: str, classes: list[str], y_test: np.ndarray, accuracy: float, about: dict
-) -> None:
+def write_evaluation_outputs(root, name: str, classes: list[str], y_test: np.ndarray, accuracy: float) -> None:
     out = root / "reports" / name
     (root / f"reports/costs/evaluate-{name}.json").write_text(
         json.dumps(
@@ -115,7 +113,6 @@ def write_evaluation_outputs(
                 "latency_ms_per_image": 1.5,
                 "device": "CPU: fixture",
                 "inference_peak_rss_mb": 987.0,
-                **about,
             }
         )
     )

@@ -20,8 +20,8 @@ TITLE = "What the runs cost"
 
 
 def about(name: str, cfg) -> dict:
-    """What a cost record is about, stored in it, so this page needs no params (the stages that write
-    it read only their own model's): title, architecture, dataset."""
+    """What a training's cost record is about, stored in it, so this page needs no params (the train
+    stage reads only its own model's): title, architecture, dataset."""
     return {"title": describe.title(name, cfg), "architecture": cfg.architecture, "dataset": cfg.dataset}
 
 

@@ -10,6 +10,7 @@ migrations at the same time (MLflow itself gives every later SQLite session a 20
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -57,11 +58,34 @@ def check_server(uri: str, timeout_s: float = 5.0) -> None:
     except (OSError, ValueError) as exc:
         reason = str(getattr(exc, "reason", exc))
     else:
-        return
+        return check_signed_in(uri, timeout_s)
     raise TrackingUnavailable(
         f"the MLflow tracking server {uri} (MLFLOW_TRACKING_URI) does not answer ({reason}): "
         "start it, or unset MLFLOW_TRACKING_URI to log to the project's mlflow.db"
     )
+
+
+def check_signed_in(uri: str, timeout_s: float) -> None:
+    """A server with sign-in (team/server.sh beyond 127.0.0.1) must take this user's name and password,
+    checked before any work: MLflow's client sends MLFLOW_TRACKING_USERNAME and _PASSWORD."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        urllib.request.urlopen(request, timeout=timeout_s)  # http(s): checked by the caller
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401:
+            return
+        fix = (
+            f"the name {user} or its password (MLFLOW_TRACKING_PASSWORD) is wrong: ask the team's admin"
+            if user and password
+            else "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the admin adds members: "
+            "team/server.sh add-user NAME)"
+        )
+        raise TrackingUnavailable(f"the MLflow tracking server {uri} lets only signed-in members in: {fix}") from None
+    except OSError:
+        return  # answered /health a moment ago: a store failure is named where it happens
 
 
 @contextlib.contextmanager
