@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from classic_cnns import costs, outputs, paths
+from classic_cnns.model.networks import TITLES
 from classic_cnns.reporting import describe, render
 
 TITLE = "What the runs cost"
@@ -41,7 +42,7 @@ def load() -> dict[str, dict]:
         records[name] = {
             "name": name,
             "architecture": arch,
-            "title": known.get("title", name),
+            "title": known.get("title", TITLES.get(name, name)),  # a record from before `about`: by its name
             "dataset": data["provenance"]["title"],
             "data": data,
             "training": {**_json(folder / "training.json"), **train},
