@@ -31,14 +31,17 @@ ORDER = ("lenet5", "alexnet")
 
 def load() -> dict[str, dict]:
     """Per model with a cost record: its title, data, settings and results, with the costs merged in."""
-    names = {f.stem.split("-", 1)[1] for f in paths.COSTS.glob("*-*.json")}
+    names = {f.stem.split("-", 1)[1] for stage in ("train", "evaluate") for f in paths.COSTS.glob(f"{stage}-*.json")}
     records = {}
     for name in names:
         train, evaluate = costs.read("train", name), costs.read("evaluate", name)
         known = {**train, **evaluate}
         arch, dataset = known.get("architecture", name), known.get("dataset", "")
-        folder, described = paths.model_reports(name), paths.prepared(dataset)[1] if dataset else Path("-")
-        data = _json(described) or {"provenance": {"title": dataset or "not recorded"}, "sizes": {}}
+        folder = paths.model_reports(name)
+        data = (_json(paths.prepared(dataset)[1]) if dataset else {}) or {
+            "provenance": {"title": dataset or "not recorded"},
+            "sizes": {},
+        }
         records[name] = {
             "name": name,
             "architecture": arch,
