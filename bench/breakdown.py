@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.speed import matmul_peak
 from classic_cnns.data.datasets import REGISTRY
+from classic_cnns.environment import compute_precision
 from classic_cnns.params import load_params
 
 
@@ -123,7 +124,8 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     rng = np.random.default_rng(0)
     x = tf.constant(rng.integers(0, 256, (batch, *shape)).astype("float32"))
     y = tf.constant(keras.utils.to_categorical(rng.integers(0, 10, batch), 10))
-    peak = matmul_peak("bfloat16" if cfg.mixed_precision else "float32")
+    precision, _ = compute_precision(cfg.mixed_precision)
+    peak = matmul_peak(precision)
     forward_backward, update, train_step = step_functions(model, x, y)
     rows = layer_rows(model, batch)
     layers_seconds = sum(row["seconds"] for row in rows)
@@ -140,10 +142,7 @@ def breakdown(name: str, batch: int | None = None) -> tuple[list[dict], float]:
     rows.append({"part": "whole train step", "seconds": step, "flops": train_flops_per_image(model) * batch})
     for row in rows:
         row["at peak"] = row["flops"] / peak
-    print(
-        f"{name}: batch {batch}, {'bfloat16' if cfg.mixed_precision else 'float32'}; matmul peak measured "
-        f"here {peak / 1e9:.0f} GFLOP/s"
-    )
+    print(f"{name}: batch {batch}, {precision}; matmul peak measured here {peak / 1e9:.0f} GFLOP/s")
     return rows, step
 
 

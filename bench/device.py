@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from classic_cnns import paths
+from classic_cnns.environment import compute_precision
 from classic_cnns.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,8 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
     steady = statistics.median(epochs[1:]) if len(epochs) > 1 else epochs[0]
     images_per_s = len(x) / steady
     flops = train_flops_per_image(model) * images_per_s
-    peak = peaks["bfloat16" if cfg.mixed_precision else "float32"]
+    precision, _ = compute_precision(cfg.mixed_precision)
+    peak = peaks[precision]
 
     started = time.perf_counter()
     x_test, y_test = arrays["x_test"].astype("float32"), arrays["y_test"]
@@ -78,6 +80,7 @@ def train_and_evaluate(params, name: str, cfg, arrays: dict, meta: dict, peaks: 
         "epochs": len(epochs),
         "train_images": len(x),
         "mixed_precision": cfg.mixed_precision,
+        "precision": precision,
         "train_seconds": round(train_seconds, 2),
         "first_epoch_seconds": round(epochs[0], 2),
         "epoch_seconds": round(steady, 3),

@@ -20,6 +20,7 @@ import numpy as np
 
 from classic_cnns.analysis.diagnose import notebook_config
 from classic_cnns.data.datasets import REGISTRY
+from classic_cnns.environment import compute_precision
 from classic_cnns.params import Model, load_params
 
 
@@ -81,19 +82,25 @@ def main() -> None:
         cfg = params.model(name)
         images = args.images or (55_000 if cfg.architecture == "lenet5" else 3_200)
         plain = notebook_config(params.diagnose.notebook, cfg)
-        modes = {"plain fit (notebook)": plain, "pipeline recipe": cfg.replace(schedule="constant", warmup_epochs=0)}
+        recipe = cfg.replace(schedule="constant", warmup_epochs=0)
+        modes = {  # the recipe in both precisions: the measurement `mixed_precision: auto` decides from
+            "plain fit (notebook)": plain,
+            "pipeline recipe, bfloat16": recipe.replace(mixed_precision=True),
+            "pipeline recipe, float32": recipe.replace(mixed_precision=False),
+        }
         baseline = None
         for mode, mode_cfg in modes.items():
             rate, flops = measure(mode_cfg, cfg.dataset, images)
             baseline = baseline or rate
-            peak = peaks["bfloat16" if mode_cfg.mixed_precision else "float32"]
+            precision, _ = compute_precision(mode_cfg.mixed_precision)
+            peak = peaks[precision]
             rows.append(
                 {
                     "model": name,
                     "mode": mode,
                     "batch": mode_cfg.batch_size,
                     "steps/exec": mode_cfg.steps_per_execution,
-                    "precision": "bf16" if mode_cfg.mixed_precision else "fp32",
+                    "precision": precision,
                     "images/s": round(rate),
                     "epoch s": round((REGISTRY[cfg.dataset].train_images - params.prepare.val_size) / rate, 1),
                     "GFLOP/s": round(rate * flops / 1e9, 1),

@@ -59,6 +59,64 @@ def device() -> str:
     return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
 
 
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def gpu_has_bfloat16() -> bool:
+    """The first GPU the backend sees computes bfloat16 in hardware (NVIDIA compute capability 8.0+)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") if gpus else None
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        capability = tuple(map(int, str(gpus[0].compute_capability).split("."))) if gpus else None
+    elif backend == "torch":
+        import torch
+
+        capability = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
+    else:
+        capability = None
+    return bool(capability) and tuple(capability) >= (8, 0)
+
+
+def bfloat16_pays() -> tuple[bool, str]:
+    """Whether mixed bfloat16 trains faster than float32 here, and why, from what bench.speed and the
+    device check measured (AlexNet, images/s): an NVIDIA GPU with bfloat16 units and an Intel CPU with
+    AMX gain (AMX: 1.97x); an AMD EPYC with AVX-512 BF16 gains nothing (153 = 153) and an AVX2-only
+    CPU, which emulates bfloat16, is about 20x slower. So: GPU with compute capability 8.0+, or AMX."""
+    if accelerators():
+        if gpu_has_bfloat16():
+            return True, "the GPU computes bfloat16 in hardware"
+        return False, "the GPU lacks bfloat16 units (compute capability below 8.0)"
+    if "amx_bf16" in cpu_flags():
+        return True, "the CPU has AMX (bfloat16 measured 2x faster)"
+    if "avx512_bf16" in cpu_flags():
+        return False, "the CPU has AVX-512 BF16 but no AMX (bfloat16 measured no faster)"
+    return False, "the CPU has no native bfloat16 (measured about 20x slower)"
+
+
+def compute_precision(setting: bool | str) -> tuple[str, str]:
+    """('bfloat16' or 'float32', why) for a model's `mixed_precision` (true, false or auto)."""
+    if setting == "auto":
+        pays, why = bfloat16_pays()
+        return ("bfloat16" if pays else "float32"), f"auto: {why}"
+    return ("bfloat16" if setting else "float32"), "set in params.yaml"
+
+
 def describe() -> dict[str, str]:
     """Flat string record for MLflow tags and reports."""
     import keras

@@ -84,9 +84,17 @@ class Model(Section):
     first_kernel: Annotated[int, Field(ge=1, le=31)] | None = None
     # Speed
     steps_per_execution: Annotated[int, Field(ge=1, le=10000)] = 1
-    mixed_precision: bool = False  # bfloat16 compute, float32 weights and output
+    # bfloat16 compute, float32 weights and output; auto: where it trains faster (environment.bfloat16_pays)
+    mixed_precision: bool | str = False
     # Data-parallel training (JAX backend): 1, N or "all" devices; batch_size stays the global batch
     devices: int | str = 1
+
+    @field_validator("mixed_precision", mode="plain")
+    @classmethod
+    def _precision(cls, value):
+        if not (isinstance(value, bool) or value == "auto"):
+            raise ValueError(f"must be true, false or auto, got {value!r}")
+        return value
 
     @field_validator("devices", mode="plain")
     @classmethod

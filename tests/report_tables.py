@@ -96,6 +96,7 @@ def assert_costs_match(root: Path, names: list[str]) -> None:
         assert_shows(table["Peak memory (process RSS)"][i], *memory)
         assert table["Device (training)"][i] == train["device"]
         assert table["Keras backend (training)"][i] == train.get("keras_backend", "not recorded")
+        assert table["Precision (training)"][i] == train.get("precision", "not recorded")
 
 
 def assert_gpu_table_matches(root: Path, titles: dict[str, str]) -> None:

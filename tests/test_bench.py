@@ -16,7 +16,9 @@ def test_bench_prints_the_speed_table_on_tiny_sizes():
     for column in ("images/s", "epoch s", "GFLOP/s", "of peak", "vs plain"):
         assert column in out
     lines = [line for line in out.splitlines() if line.strip().startswith("lenet5")]
-    assert len(lines) == 2 and "1.00x" in lines[0]
+    assert len(lines) == 3 and "1.00x" in lines[0]  # plain fit, then the recipe in each precision
+    assert "pipeline recipe, bfloat16" in lines[1] and "bfloat16" in lines[1].split("bfloat16", 1)[1]
+    assert "pipeline recipe, float32" in lines[2]
 
 
 def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():

@@ -66,6 +66,7 @@ def test_the_shipped_params_are_valid():
         (lambda p: p["models"]["lenet5"].pop("architecture"), "models.lenet5.architecture", "missing"),
         (lambda p: p["data"]["mnist"].update(source=""), "data.mnist.source", "non-empty"),
         (lambda p: p.update(seed=True), "seed", "whole number"),
+        (lambda p: p["models"]["alexnet"].update(mixed_precision="fast"), "models.alexnet.mixed_precision", "auto"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, mutate, key, words):

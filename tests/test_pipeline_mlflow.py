@@ -51,6 +51,7 @@ def assert_settings_are_tags_and_results_metrics(client, r) -> None:
     assert not {"parameters", "devices", "processes", "test_images", "test_views", "epochs_run"} & set(r.data.metrics)
     assert int(r.data.tags["parameters"]) > 0
     assert r.data.tags["devices"] == "1" and r.data.tags["evaluate.test_images"]
+    assert r.data.tags["precision"] == "float32"  # what it computed in (the tiny project sets false)
     (final,) = client.get_metric_history(r.info.run_id, "final_val_accuracy")
     assert final.step == int(r.data.params["model.epochs"])  # a result at the last epoch, not at step 0
     assert "train_seconds" in r.data.metrics and "inference_images_per_second" in r.data.metrics

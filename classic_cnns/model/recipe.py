@@ -58,9 +58,11 @@ def build_compiled(cfg, meta: dict, steps_per_epoch: int):
     import keras
 
     from classic_cnns.backend import steps_per_execution
+    from classic_cnns.environment import compute_precision
     from classic_cnns.model.networks import build
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
+    precision, _ = compute_precision(cfg.mixed_precision)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     mean, std = input_stats(cfg, meta)
     model = build(
         cfg.architecture,

@@ -90,6 +90,7 @@ PER_MODEL = [
     ("Peak memory (process RSS)", lambda r: describe.peak_memory(r["training"], r["metrics"])),
     ("Device (training)", lambda r: r["training"].get("device", "not recorded")),
     ("Keras backend (training)", lambda r: r["training"].get("keras_backend", "not recorded")),
+    ("Precision (training)", lambda r: r["training"].get("precision", "not recorded")),
 ]
 
 

@@ -25,7 +25,9 @@ def recipe(cfg) -> str:
         f"batch {cfg.batch_size}",
         f"inputs {cfg.input_scaling}",
     ]
-    if cfg.mixed_precision:
+    if cfg.mixed_precision == "auto":
+        parts.append("mixed bfloat16 where it trains faster (auto)")
+    elif cfg.mixed_precision:
         parts.append("mixed bfloat16")
     return "; ".join(parts)
 

@@ -19,7 +19,7 @@ from classic_cnns.model.networks import layer_table
 from classic_cnns.tracking import registry
 from classic_cnns.training.distribute import Placement
 
-SETTINGS = ("parameters", "devices", "processes", "stopped_early")  # what a run was, not what it measured
+SETTINGS = ("parameters", "devices", "processes", "stopped_early", "precision")  # what a run was, not what it measured
 
 
 def log_summary(summary: dict, cost: dict) -> None:
@@ -57,6 +57,7 @@ def write_outputs(
         "devices": placement.devices,
         "processes": placement.processes,
         "keras_backend": keras.backend.backend(),
+        "precision": keras.mixed_precision.global_policy().compute_dtype,  # what it computed in (auto: here)
         **environment.peak_memory_mb(),
         **(about or {}),
     }

@@ -64,10 +64,16 @@ class Training:
         """One line: what trains on what, where; `state`: the checkpoint resumed from, if any."""
         print(
             f"{self.label}: {self.cfg.architecture} on {self.meta['provenance']['title']}, {len(self.x)} training "
-            f"images, {self.model.count_params():,} parameters; training on {where}"
+            f"images, {self.model.count_params():,} parameters; training on {where} in {self.precision()}"
             + (f"; resuming after epoch {state['epoch']}" if state else ""),
             flush=True,
         )
+
+    def precision(self) -> str:
+        """'bfloat16 (auto: why)' or 'float32 (set in params.yaml)': what the model computes in."""
+        from classic_cnns.environment import compute_precision
+
+        return "{} ({})".format(*compute_precision(self.cfg.mixed_precision))
 
     def resume(self, checkpoint: Checkpoint) -> dict:
         """Continue from `checkpoint` if it matches (model, optimizer, history, early stopping's
