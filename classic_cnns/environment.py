@@ -94,19 +94,20 @@ def gpu_has_bfloat16() -> bool:
 
 
 def bfloat16_pays() -> tuple[bool, str]:
-    """Whether mixed bfloat16 trains faster than float32 here, and why, from what bench.speed and the
-    device check measured (AlexNet, images/s): an NVIDIA GPU with bfloat16 units and an Intel CPU with
-    AMX gain (AMX: 1.97x); an AMD EPYC with AVX-512 BF16 gains nothing (153 = 153) and an AVX2-only
-    CPU, which emulates bfloat16, is about 20x slower. So: GPU with compute capability 8.0+, or AMX."""
+    """Whether mixed bfloat16 trains faster than float32 here, and why, from what `bench.speed` measured
+    (AlexNet's recipe in both precisions, one run each, docs/measurements.md): an Intel CPU with AMX
+    1.97x, an AMD EPYC with AVX-512 BF16 1.44x, an AVX2-only CPU (bfloat16 emulated) about 20x slower;
+    an NVIDIA GPU gains where it has bfloat16 units (compute capability 8.0+)."""
     if accelerators():
         if gpu_has_bfloat16():
             return True, "the GPU computes bfloat16 in hardware"
         return False, "the GPU lacks bfloat16 units (compute capability below 8.0)"
-    if "amx_bf16" in cpu_flags():
-        return True, "the CPU has AMX (bfloat16 measured 2x faster)"
-    if "avx512_bf16" in cpu_flags():
-        return False, "the CPU has AVX-512 BF16 but no AMX (bfloat16 measured no faster)"
-    return False, "the CPU has no native bfloat16 (measured about 20x slower)"
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        return True, "the CPU has AMX (bfloat16 measured 1.97x float32)"
+    if "avx512_bf16" in flags:
+        return True, "the CPU has AVX-512 BF16 (bfloat16 measured 1.44x float32)"
+    return False, "the CPU has no native bfloat16 (emulated: measured about 20x slower)"
 
 
 def compute_precision(setting: bool | str) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """`mixed_precision: auto`: bfloat16 where it was measured to train faster (an NVIDIA GPU with
-bfloat16 units, a CPU with AMX), float32 elsewhere (AVX-512 BF16 without AMX: no gain; AVX2: about
-20x slower); true and false are kept as written."""
+bfloat16 units, a CPU with AMX or AVX-512 BF16), float32 elsewhere (AVX2 only: about 20x slower);
+true and false are kept as written."""
 
 import keras
 import pytest
@@ -17,8 +17,8 @@ from tests.projects import ROOT
         (True, (9, 0), set(), "bfloat16", "the GPU computes bfloat16"),
         (True, (7, 5), {"amx_bf16"}, "float32", "compute capability below 8.0"),
         (False, None, {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, "bfloat16", "AMX"),
-        (False, None, {"avx2", "avx512f", "avx512_bf16"}, "float32", "AVX-512 BF16 but no AMX"),
-        (False, None, {"avx2", "fma"}, "float32", "no native bfloat16"),
+        (False, None, {"avx2", "avx512f", "avx512_bf16"}, "bfloat16", "AVX-512 BF16"),
+        (False, None, {"avx2", "avx512f", "fma"}, "float32", "no native bfloat16"),
     ],
 )
 def test_auto_picks_bfloat16_only_where_it_was_measured_faster(monkeypatch, gpu, capability, flags, precision, words):
