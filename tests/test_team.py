@@ -6,6 +6,8 @@ training run by the model file alone); and queued experiments run 2 at a time ag
 (on TensorFlow, from the session's finished pipeline)."""
 
 import json
+import sys
+import tarfile
 import time
 
 import boto3
@@ -16,14 +18,17 @@ from tests.projects import run
 from tests.test_pipeline import DATA, EVERYTHING, ran
 
 
-def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypatch, team_server, s3_server):
+def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypatch, team_server, s3_server, tmp_path):
+    """Through bench/gpu_repro.sh, the script that runs the pipeline on a lent GPU machine."""
     pytest.importorskip("jax")
     project = prepared_project  # the data's stages have no backend: they ran once, on the session's fixture
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)
-    first = run(["dvc", "repro"], project)
+    out = tmp_path / "out"
+    first = run(["bench/gpu_repro.sh"], project, env={"OUT": str(out), "PYTHON": sys.executable})
     assert ran(first.stdout) == EVERYTHING - DATA
     assert "(jax backend)" in first.stdout
+    assert_the_script_left_its_results(out)
     for name in ("lenet5", "alexnet"):
         assert 0.0 <= json.loads((project / f"reports/{name}/metrics.json").read_text())["test_accuracy"] <= 1.0
         cost = json.loads((project / f"reports/costs/train-{name}.json").read_text())
@@ -34,6 +39,18 @@ def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypat
     client = MlflowClient(tracking_uri=team_server)
     assert_the_runs_and_their_files_are_on_the_server(project, client, s3_server)
     assert_reruns_change_nothing_and_another_store_gets_a_run_of_its_own(project, client)
+
+
+def assert_the_script_left_its_results(out) -> None:
+    """Each stage's wall time, the log, and the files a teammate commits."""
+    timeline = json.loads((out / "timeline.json").read_text())
+    assert set(timeline) == (EVERYTHING - DATA) | {"total"}
+    assert all(seconds > 0 for seconds in timeline.values())
+    assert timeline["total"] >= sum(v for k, v in timeline.items() if k != "total") - 1
+    assert "Running stage 'report'" in (out / "repro.log").read_text()
+    with tarfile.open(out / "results.tar.gz") as packed:
+        names = set(packed.getnames())
+    assert {"dvc.lock", "params.yaml", "reports/report.md", "reports/costs.md", "reports/costs/train-alexnet.json"} <= names
 
 
 def assert_the_runs_and_their_files_are_on_the_server(project, client, s3_server) -> None:

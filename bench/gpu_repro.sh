@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The real pipeline on a GPU machine that has JAX but no DVC, MLflow or Keras: installs them from
+# carried wheels, runs `dvc repro` on the JAX backend with MLflow tracking (the project's mlflow.db
+# unless MLFLOW_TRACKING_URI says otherwise), optionally the claims grid, and leaves in $OUT what a
+# teammate commits: the lock files, reports/, the grid's results, the MLflow store, a log and the
+# wall time of each stage. Run from the project's root (a copy: it may edit params.yaml there).
+#
+#   WHEELS=.whl MNIST_MIRROR=<folder> CIFAR10_COPY=data/external/cifar10-jpeg.npz OUT=<folder> bench/gpu_repro.sh
+#
+#   WHEELS         wheels to install first into $SITE (default /tmp/site; skipped when already there):
+#                  bench/gpu_wheels.sh makes them for the GPU machine's Python
+#   MNIST_MIRROR   DATA_MIRROR for the download stage (a folder with the four official MNIST files)
+#   CIFAR10_COPY   a local CIFAR-10 .npz (relative to the project) used instead of the official archive;
+#                  CIFAR10_TITLE names it (default: CIFAR-10 JPEG stand-in)
+#   GRID           1: then `dvc repro ablations/dvc.yaml` (the claims grid; GRID_JOBS cells at a time)
+#   OUT            where the results go (required)
+set -euo pipefail
+: "${OUT:?set OUT to the folder the results go to}"
+[ -f dvc.yaml ] || { echo "gpu_repro.sh: run it from the project's root (no dvc.yaml here)" >&2; exit 1; }
+PYTHON=${PYTHON:-python3}
+SITE=${SITE:-/tmp/site}
+mkdir -p "$OUT"
+started=$(date +%s)
+
+if [ -n "${WHEELS:-}" ] && [ ! -f "$SITE/.installed" ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+    touch "$SITE/.installed"
+fi
+if [ -d "$SITE" ]; then
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
+fi
+shim=$(mktemp -d)  # dvc.yaml's commands call `python`: this one (a venv's too: no symlink), whatever its name
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v "$PYTHON")" > "$shim/python" && chmod +x "$shim/python"
+export PATH="$shim:$PATH" KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
+"$PYTHON" -c "import dvc, mlflow, keras, pydantic" || { echo "gpu_repro.sh: DVC, MLflow, Keras or pydantic missing: set WHEELS" >&2; exit 1; }
+
+if [ ! -d .git ]; then  # DVC needs a git repository; a copy sent without one gets a snapshot
+    git init -q && git add -A && git -c user.name=gpu -c user.email=gpu@localhost commit -qm "snapshot" >/dev/null
+fi
+if [ -n "${CIFAR10_COPY:-}" ]; then
+    "$PYTHON" - "$CIFAR10_COPY" "${CIFAR10_TITLE:-CIFAR-10 JPEG stand-in}" <<'PY'
+import sys, yaml
+params = yaml.safe_load(open("params.yaml"))
+params["data"]["cifar10"] = {"source": sys.argv[1], "title": sys.argv[2]}
+open("params.yaml", "w").write(yaml.safe_dump(params, sort_keys=False))
+PY
+fi
+[ -z "${MNIST_MIRROR:-}" ] || export DATA_MIRROR=$MNIST_MIRROR
+
+{
+    "$PYTHON" -c "from classic_cnns.environment import describe; import json; print(json.dumps(describe()))"
+    "$PYTHON" -m dvc repro 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline.json"
+    if [ "${GRID:-0}" = 1 ]; then
+        if [ "${GRID_JOBS:-1}" -gt 1 ]; then
+            ablations/parallel.sh "$GRID_JOBS" 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
+        else
+            "$PYTHON" -m dvc repro ablations/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
+        fi
+    fi
+    "$PYTHON" -m dvc status
+} 2>&1 | tee "$OUT/repro.log"
+
+files=()  # mlflow.db: the runs, params, metrics and tags (artifacts stay in mlruns/: the models are too big)
+for f in dvc.lock params.yaml reports ablations/dvc.lock ablations/results ablations/claims.json mlflow.db; do
+    [ -e "$f" ] && files+=("$f")
+done
+tar -czf "$OUT/results.tar.gz" "${files[@]}"
+echo "gpu_repro.sh: $(( $(date +%s) - started )) s in all; results in $OUT (results.tar.gz, repro.log, timeline*.json)"
