@@ -52,7 +52,7 @@ fi
     "$PYTHON" -m dvc repro 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline.json"
     if [ "${GRID:-0}" = 1 ]; then
         if [ "${GRID_JOBS:-1}" -gt 1 ]; then
-            ablations/parallel.sh "$GRID_JOBS" 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
+            ablations/parallel.sh "$GRID_JOBS" 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json" --total-only
         else
             "$PYTHON" -m dvc repro ablations/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
         fi

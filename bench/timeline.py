@@ -3,6 +3,7 @@ line on and, at the end, writes {stage: seconds, ..., "total": seconds} (a stage
 "Running stage 'X'" line to the next stage's, or to the end). Used by bench/gpu_repro.sh.
 
     dvc repro 2>&1 | python -m bench.timeline timeline.json
+    ablations/parallel.sh 4 2>&1 | python -m bench.timeline grid.json --total-only   # stages overlap
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main(argv: list[str]) -> int:
     end = time.monotonic()
     if current:
         stages[current] = round(end - stages[current], 1)
+    if "--total-only" in argv:  # stages that run at once: their lines interleave, so only the whole
+        stages = {"stages": len(stages)}
     with open(argv[0], "w") as fh:
         json.dump({**stages, "total": round(end - started, 1)}, fh, indent=2)
     return 0

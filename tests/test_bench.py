@@ -71,3 +71,22 @@ def test_the_device_check_trains_evaluates_and_checks_determinism(prepared_proje
     assert record["deterministic"] is True  # two seeded trainings, bit-identical weights
     assert record["device"].startswith("CPU") and record["environment"]["keras_backend"] == "tensorflow"
     assert "| lenet5 | 2 |" in result.stdout and "two seeded trainings bit-identical: True" in result.stdout
+
+
+def test_the_timeline_gives_each_stage_its_wall_time(tmp_path, monkeypatch, capsys):
+    import io
+    import json
+
+    from bench import timeline
+
+    lines = "x\nRunning stage 'train@lenet5':\nepoch 1\nRunning stage 'report':\ndone\n"
+    clock = iter([0.0, 2.0, 12.5, 15.0])  # start, train@lenet5, report, end
+    monkeypatch.setattr(timeline.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(timeline.sys, "stdin", io.StringIO(lines))
+    assert timeline.main([str(tmp_path / "t.json")]) == 0
+    assert capsys.readouterr().out == lines  # every line passed on
+    assert json.loads((tmp_path / "t.json").read_text()) == {"train@lenet5": 10.5, "report": 2.5, "total": 15.0}
+    clock = iter([0.0, 2.0, 12.5, 15.0])
+    monkeypatch.setattr(timeline.sys, "stdin", io.StringIO(lines))
+    timeline.main([str(tmp_path / "g.json"), "--total-only"])
+    assert json.loads((tmp_path / "g.json").read_text()) == {"stages": 2, "total": 15.0}
