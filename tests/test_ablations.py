@@ -147,12 +147,7 @@ def test_the_interaction_claim_weighs_four_variants():
     assert row.verdict == "supported"
 
 
-COSTS = ("train_seconds", "device", "mlflow_run_id", "concurrent_cells")
-
-
-def learned(path) -> dict:
-    """A cell's result without what the run cost or where it was logged."""
-    return {k: v for k, v in json.loads(path.read_text()).items() if k not in COSTS}
+COSTS = ("train_seconds", "device", "mlflow_run_id", "concurrent_cells")  # reports/costs/cell-*.json
 
 
 def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
@@ -196,6 +191,8 @@ def assert_the_grid_runs_its_cells_and_claims(project, tmp_path) -> list[dict]:
     }
 
     cell = result(project, "lenet5-tanh-max", 2)
+    assert not set(COSTS) & set(cell)  # a DVC output: what code, params and data decide, no timings or ids
+    assert set(COSTS) <= set(json.loads((project / "reports/costs/cell-lenet5-tanh-max-seed2.json").read_text()))
     assert cell["train_images"] == 120 and cell["test_images"] == 80 and cell["epochs_run"] == 2
     assert len(cell["history"]["val_accuracy"]) == 2
     assert cell["learning_speed"] == pytest.approx(np.mean(cell["history"]["val_accuracy"]))
@@ -212,6 +209,8 @@ def assert_the_grid_runs_its_cells_and_claims(project, tmp_path) -> list[dict]:
     max_rows = [line for line in md.splitlines() if line.startswith("| lenet5-tanh-max |")]
     train = np.mean([c["train_accuracy"] for c in maxed])
     assert "Training accuracy (%)" in md and f"| {100 * train:.1f} |" in max_rows[0]
+    assert "Seconds per run" not in md and "minutes in all" not in md  # timings: in costs.md
+    assert "4 cells" in (project / "reports/costs.md").read_text().split("## The claims grid")[1]
     return claims
 
 
@@ -247,23 +246,25 @@ def assert_mlflow_holds_the_grid(project, claims: list[dict]):
 
 def assert_cells_run_at_once_learn_what_the_serial_run_learned(project, claims: list[dict], parent) -> None:
     """Two cells at a time (ablations/parallel.sh; here a variant's two seeds)."""
-    serial = {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")}
+    serial = {path.name: path.read_bytes() for path in (project / "ablations/results").glob("*.json")}
+    lock = (project / "ablations/dvc.lock").read_bytes()
     verdicts = [(c["claim"], c["verdict"], c["difference"]) for c in claims]
     both = run(["ablations/parallel.sh", "2", "--force"], project, env={"CELLS": "lenet5-tanh-max"})
     assert len(re.findall(r"Running stage 'ablations/dvc.yaml:cell@", both.stdout)) == 2
-    assert {path.name: learned(path) for path in (project / "ablations/results").glob("*.json")} == serial
-    concurrent = {
-        path.name: json.loads(path.read_text())["concurrent_cells"]
-        for path in (project / "ablations/results").glob("*.json")
-    }
+    # the same bytes: so dvc.lock is unchanged, and the claims need no rerun
+    assert {path.name: path.read_bytes() for path in (project / "ablations/results").glob("*.json")} == serial
+    records = (project / "reports/costs").glob("cell-*")
+    concurrent = {path.name: json.loads(path.read_text())["concurrent_cells"] for path in records}
     assert concurrent == {
-        "lenet5-tanh-max-seed1.json": 2,
-        "lenet5-tanh-max-seed2.json": 2,
-        "lenet5-tanh-avg-seed1.json": 1,
-        "lenet5-tanh-avg-seed2.json": 1,
+        "cell-lenet5-tanh-max-seed1.json": 2,
+        "cell-lenet5-tanh-max-seed2.json": 2,
+        "cell-lenet5-tanh-avg-seed1.json": 1,
+        "cell-lenet5-tanh-avg-seed2.json": 1,
     }
+    assert "up to 2 at a time" in (project / "reports/costs.md").read_text()
     claims_again = run(["dvc", "repro", "ablations/dvc.yaml"], project)  # what parallel.sh runs without CELLS
-    assert re.findall(r"Running stage '([^']+)'", claims_again.stdout) == ["ablations/dvc.yaml:claims"]
+    assert re.findall(r"Running stage '([^']+)'", claims_again.stdout) == []
+    assert (project / "ablations/dvc.lock").read_bytes() == lock
     assert [
         (c["claim"], c["verdict"], c["difference"]) for c in json.loads((project / "ablations/claims.json").read_text())
     ] == verdicts

@@ -203,7 +203,7 @@ def test_costs_md_says_what_is_not_recorded(fixture_root):
         (fixture_root / f"reports/costs/train-{name}.json").unlink(missing_ok=True)
         (fixture_root / f"reports/costs/evaluate-{name}.json").unlink(missing_ok=True)
     costs_page.write()
-    assert "No run has recorded its costs yet: run `dvc repro`." in (fixture_root / "reports/costs.md").read_text()
+    assert "No training has recorded its costs yet: run `dvc repro`." in (fixture_root / "reports/costs.md").read_text()
 
 
 def assert_html_is_the_markdown_self_contained(html: str, images: list[str]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classic_cnns import environment, outputs
+from classic_cnns import costs, environment, outputs
 from classic_cnns.analysis.claims import CLAIMS
 from classic_cnns.data.prepared import load_split
 from classic_cnns.errors import TrainingFailed
@@ -164,6 +164,9 @@ def train_cell(params, variant: str, seed: int, size: str = "quick", observers=l
     }
 
 
+COSTS = ("train_seconds", "device", "concurrent_cells")  # in a cell's result, not in its DVC output
+
+
 def scored(model, x, y, batch_size: int) -> dict[str, float]:
     return scores.accuracy_and_loss(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0), y)
 
@@ -203,11 +206,14 @@ def run_cell(params, variant: str, seed: int) -> dict:
 
     try:
         result = train_cell(params, variant, seed, observers=log_epochs)
-        result["mlflow_run_id"] = run.info.run_id
         if result["outcome"] != "learned":
             mlflow.set_tags({"failure_reason": result["outcome"], "failure_epoch": str(result["failure_epoch"])})
         loggers[0].flush()
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
+        # the DVC output holds what code, params and data decide; what the run cost, and where it was
+        # logged, goes to reports/costs/cell-<variant>-seed<seed>.json (not hashed)
+        cost = {k: result.pop(k) for k in COSTS}
+        costs.write("cell", f"{variant}-seed{seed}", {**cost, "mlflow_run_id": run.info.run_id})
         outputs.write_json(grid_result(variant, seed), result, default=float)
     except BaseException as exc:
         runs.end_run(runs.interrupted_status(exc))

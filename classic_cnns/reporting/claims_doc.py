@@ -15,19 +15,14 @@ def pct(x: float) -> str:
 
 
 def budget_words(budget: dict, seeds: list[int], cells: pd.DataFrame) -> str:
+    """The budget in words; what the cells' training took is in costs.md (timings are not hashed)."""
     return (
         f"each variant trained {len(seeds)} times (seeds {', '.join(map(str, seeds))}) for {budget['epochs']} "
         f"epoch{'s' if budget['epochs'] != 1 else ''} on {budget['train_limit'] or 'all'} training images"
         + (" (a seeded subset)" if budget["train_limit"] else "")
         + f", validated on {budget['val_limit'] or 'all'} "
-        f"and tested on {int(cells['test_images'].iloc[0]):,} test images; training took "
-        f"{cells['train_seconds'].sum() / 60:.0f} minutes in all on {cells['device'].iloc[0]}"
-        + (
-            f", {int(cells['concurrent_cells'].max())} cells at a time (so each cell's wall time is longer than "
-            "it would be alone)"
-            if cells.get("concurrent_cells", pd.Series([1])).max() > 1
-            else ""
-        )
+        f"and tested on {int(cells['test_images'].iloc[0]):,} test images "
+        "(what the training took: [costs.md](costs.md#the-claims-grid))"
     )
 
 
@@ -60,7 +55,6 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
         speed=("learning_speed", "mean"),
         train=("train_accuracy", "mean"),
         gap=("generalisation_gap", "mean"),
-        seconds=("train_seconds", "mean"),
         learned=("outcome", lambda s: int((s == "learned").sum())),
     )
     return (
@@ -73,7 +67,6 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
             "Learning speed (%)",
             "Training accuracy (%)",
             "Train - test (points)",
-            "Seconds per run",
             "Runs that learned",
         ],
         [
@@ -85,7 +78,6 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
                 pct(r.speed),
                 pct(r.train),
                 pct(r.gap),
-                f"{r.seconds:.0f}",
                 f"{int(r.learned)}/{int(r.seeds)}",
             ]
             for r in summary.itertuples()

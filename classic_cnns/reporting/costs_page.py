@@ -125,7 +125,8 @@ def blocks(records: dict[str, dict], bench_dir: Path) -> list[tuple]:
         "`evaluate` or `report` runs."
     )
     if not names:
-        return [("h1", TITLE), ("p", intro), ("p", "No run has recorded its costs yet: run `dvc repro`.")]
+        none = ("p", "No training has recorded its costs yet: run `dvc repro`.")
+        return [("h1", TITLE), ("p", intro), none, *grid_blocks()]
     rows = [[label] + [get(records[n]) for n in names] for label, get in PER_MODEL]
     return [
         ("h1", TITLE),
@@ -133,7 +134,32 @@ def blocks(records: dict[str, dict], bench_dir: Path) -> list[tuple]:
         ("table", ["", *[records[n]["title"] for n in names]], rows),
         *compare_blocks(records),
         *gpu_blocks(records, bench_dir),
+        *grid_blocks(),
     ]
+
+
+def grid_cost(cells: list[dict]) -> str:
+    """'33 cells, 61 min of training on <device>, up to 2 at a time' from cells' cost records."""
+    devices = sorted({c.get("device", "?") for c in cells})
+    at_once = max(int(c.get("concurrent_cells", 1)) for c in cells)
+    return (
+        f"{len(cells)} cells, {duration(sum(c['train_seconds'] for c in cells))} of training in all on "
+        f"{', '.join(devices)}"
+        + (f", up to {at_once} at a time (each cell's wall time longer than alone)" if at_once > 1 else "")
+    )
+
+
+def grid_blocks() -> list[tuple]:
+    """What the claims grid's trainings took: the quick grid's cells (reports/costs/cell-*.json) and
+    the full-size grid's (ablations/results-full/, from bench.device --grid)."""
+    quick = [_json(f) for f in sorted(paths.COSTS.glob("cell-*.json"))]
+    full = [_json(f) for f in sorted(paths.FULL_GRID_RESULTS.glob("*.json"))]
+    lines = [
+        f"{label}: {grid_cost(cells)}" for label, cells in (("At full size", full), ("The quick check", quick)) if cells
+    ]
+    if not lines:
+        return []
+    return [("h2", "The claims grid"), ("p", "; ".join(lines) + " ([claims.md](claims.md) has the verdicts).")]
 
 
 def write() -> Path:
