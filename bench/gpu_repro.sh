@@ -14,6 +14,16 @@
 #                  CIFAR10_TITLE names it (default: CIFAR-10 JPEG stand-in)
 #   GRID           1: then `dvc repro ablations/dvc.yaml` (the claims grid; GRID_JOBS cells at a time)
 #   OUT            where the results go (required)
+#
+# On the lent H200 (no package index; each call carries at most 64 MiB and lays the tree anew, while
+# /tmp stays as long as the machine is warm), prepared here with bench/gpu_wheels.sh .whl and
+# `mkdir -p .chunks && split -b 55M data/external/cifar10-jpeg.npz .chunks/c10.` (git-ignored; 4 chunks):
+#   call 1, carry .whl:              python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+#   calls 2-5, carry .chunks/c10.a?: cp .chunks/* /tmp/          (one chunk a call, back to back)
+#   call 6, carry data/raw/mnist:    mkdir -p data/external /tmp/mnist && cp data/raw/mnist/*.gz /tmp/mnist/ &&
+#       cat /tmp/c10.* > data/external/cifar10-jpeg.npz &&
+#       OUT=$OUT MNIST_MIRROR=/tmp/mnist CIFAR10_COPY=data/external/cifar10-jpeg.npz bench/gpu_repro.sh
+#   (not the mirror in data/raw/mnist: DVC deletes a stage's outputs before it runs it)
 set -euo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 [ -f dvc.yaml ] || { echo "gpu_repro.sh: run it from the project's root (no dvc.yaml here)" >&2; exit 1; }
@@ -34,8 +44,12 @@ printf '#!/bin/sh\nexec "%s" "$@"\n' "$(command -v "$PYTHON")" > "$shim/python" 
 export PATH="$shim:$PATH" KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
 "$PYTHON" -c "import dvc, mlflow, keras, pydantic" || { echo "gpu_repro.sh: DVC, MLflow, Keras or pydantic missing: set WHEELS" >&2; exit 1; }
 
-if [ ! -d .git ]; then  # DVC needs a git repository; a copy sent without one gets a snapshot
-    git init -q && git add -A && git -c user.name=gpu -c user.email=gpu@localhost commit -qm "snapshot" >/dev/null
+if [ ! -d .git ]; then  # a copy sent without its repository: a snapshot, or DVC without git
+    if command -v git >/dev/null; then
+        git init -q && git add -A && git -c user.name=gpu -c user.email=gpu@localhost commit -qm "snapshot" >/dev/null
+    else
+        "$PYTHON" -m dvc config --local core.no_scm true
+    fi
 fi
 if [ -n "${CIFAR10_COPY:-}" ]; then
     "$PYTHON" - "$CIFAR10_COPY" "${CIFAR10_TITLE:-CIFAR-10 JPEG stand-in}" <<'PY'
