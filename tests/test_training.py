@@ -58,6 +58,10 @@ def test_check_learning_flags_a_loss_stuck_at_ln_classes():
     ):
         assert words in message
     check_learning("alexnet", due, {**stuck, "loss": 1.9, "accuracy": 0.3}, params.health, 10)
+    # a grid cell's fixes name its variant's keys, where the knobs of that cell live
+    with pytest.raises(TrainingFailed) as err:
+        check_learning("alexnet-tanh (seed 2)", due, stuck, params.health, 10, "ablations.variants.alexnet-tanh")
+    assert "ablations.variants.alexnet-tanh.learning_rate" in str(err.value) and "models." not in str(err.value)
 
 
 def test_epoch_data_depends_only_on_seed_and_epoch_and_augments():

@@ -125,7 +125,7 @@ def train_cell(params, variant: str, seed: int, size: str = "quick", observers=l
     spent = budget(params, size)
     data = subset(arrays, spent, seed)
     name = f"{variant} (seed {seed})"
-    training = Training(name, cfg, seed, meta, data, params.health)
+    training = Training(name, cfg, seed, meta, data, params.health, knobs=f"ablations.variants.{variant}")
     print(
         f"{name}: {cfg.architecture} on {meta['provenance']['title']}, {len(data['x_train'])} training "
         f"images, {cfg.epochs} epochs, {training.model.count_params():,} parameters",

@@ -44,6 +44,7 @@ class Training:
         validate: bool = True,
         checks: bool = True,
         quiet: bool = False,
+        knobs: str | None = None,  # where its params live, for the health checks' fixes (models.<label>)
     ):
         self.label, self.cfg, self.seed, self.meta = label, cfg, seed, meta
         classes = len(meta["classes"])
@@ -55,8 +56,8 @@ class Training:
         self.build = functools.partial(build_compiled, cfg, meta, math.ceil(len(self.x) / cfg.batch_size))
         self.model = self.build()
         self.progress = Progress(label, cfg.epochs, quiet=quiet)
-        self.checks = [StopOnNonFiniteLoss(label)] if checks else []
-        self.learning_check = [LearningCheck(label, health, classes)] if checks and health else []
+        self.checks = [StopOnNonFiniteLoss(label, knobs)] if checks else []
+        self.learning_check = [LearningCheck(label, health, classes, knobs)] if checks and health else []
         self.best = BestWeights(label, cfg.early_stopping_patience) if cfg.early_stopping_patience else None
         self.start_epoch, self.stopped = 0, False
 
