@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 jobs=${1:?usage: ablations/parallel.sh N [dvc repro options, e.g. --force]}
 shift
 dvc repro prepare@mnist prepare@cifar10          # the data every cell reads, made once first
-export CLASSIC_CNNS_CONCURRENT_CELLS=$jobs       # recorded with each cell's result
+export CLASSIC_CNNS_CONCURRENT_CELLS=$jobs       # recorded in each cell's cost record (reports/costs/)
 dvc stage list --name-only ablations/dvc.yaml | grep ':cell@' | grep -e "${CELLS:-}" |
     xargs -P "$jobs" -I '{}' dvc --wait-for-lock repro --single-item "$@" '{}'
 [ -n "${CELLS:-}" ] || dvc repro ablations/dvc.yaml   # the cells are done: this runs the claims stage
