@@ -4,7 +4,7 @@
 # for that machine's Python, less what its image already holds (bench/gpu_image.txt).
 #
 #   bench/gpu_wheels.sh .whl            # Python 3.12 (the lent H200's), manylinux x86-64
-#   PY=3.11 bench/gpu_wheels.sh /tmp/w  # another Python, e.g. to try the script on this machine
+#   PY=3.11 bench/gpu_wheels.sh .whl311  # another Python, e.g. to try the script on this machine
 #
 # antlr4-python3-runtime (DVC's hydra needs it) has only a source archive on PyPI: it is built here
 # into a pure-Python wheel first.
