@@ -7,7 +7,7 @@
 #
 #   WHEELS=.whl MNIST_MIRROR=<folder> CIFAR10_COPY=data/external/cifar10-jpeg.npz OUT=<folder> bench/gpu_repro.sh
 #
-#   WHEELS         wheels to install first into $SITE (default /tmp/site; skipped when already there):
+#   WHEELS         wheels to install first into $SITE (default: site/ in the temporary folder; skipped when there):
 #                  bench/gpu_wheels.sh makes them for the GPU machine's Python
 #   MNIST_MIRROR   DATA_MIRROR for the download stage (a folder with the four official MNIST files)
 #   CIFAR10_COPY   a local CIFAR-10 .npz (relative to the project) used instead of the official archive;
@@ -16,19 +16,19 @@
 #   OUT            where the results go (required)
 #
 # On the lent H200 (no package index; each call carries at most 64 MiB and lays the tree anew, while
-# /tmp stays as long as the machine is warm), prepared here with bench/gpu_wheels.sh .whl and
+# the temporary folder, $T below, stays as long as the machine is warm), prepared here with bench/gpu_wheels.sh .whl and
 # `mkdir -p .chunks && split -b 55M data/external/cifar10-jpeg.npz .chunks/c10.` (git-ignored; 4 chunks):
-#   call 1, carry .whl:              python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-#   calls 2-5, carry .chunks/c10.a?: cp .chunks/* /tmp/          (one chunk a call, back to back)
-#   call 6, carry data/raw/mnist:    mkdir -p data/external /tmp/mnist && cp data/raw/mnist/*.gz /tmp/mnist/ &&
-#       cat /tmp/c10.* > data/external/cifar10-jpeg.npz &&
-#       OUT=$OUT MNIST_MIRROR=/tmp/mnist CIFAR10_COPY=data/external/cifar10-jpeg.npz bench/gpu_repro.sh
+#   call 1, carry .whl:              python3 -m pip install -q --no-index --no-deps --target "$T/site" .whl/*.whl && touch "$T/site/.installed"
+#   calls 2-5, carry .chunks/c10.a?: cp .chunks/* "$T"/         (one chunk a call, back to back)
+#   call 6, carry data/raw/mnist:    mkdir -p data/external "$T/mnist" && cp data/raw/mnist/*.gz "$T/mnist/" &&
+#       cat "$T"/c10.* > data/external/cifar10-jpeg.npz &&
+#       OUT=$OUT MNIST_MIRROR="$T/mnist" CIFAR10_COPY=data/external/cifar10-jpeg.npz bench/gpu_repro.sh
 #   (not the mirror in data/raw/mnist: DVC deletes a stage's outputs before it runs it)
 set -euo pipefail
 : "${OUT:?set OUT to the folder the results go to}"
 [ -f dvc.yaml ] || { echo "gpu_repro.sh: run it from the project's root (no dvc.yaml here)" >&2; exit 1; }
 PYTHON=${PYTHON:-python3}
-SITE=${SITE:-/tmp/site}
+SITE=${SITE:-$(dirname "$(mktemp -u)")/site}  # in the temporary folder, which outlives a call
 mkdir -p "$OUT"
 started=$(date +%s)
 
@@ -36,7 +36,7 @@ if [ -n "${WHEELS:-}" ] && [ ! -f "$SITE/.installed" ]; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
     touch "$SITE/.installed"
 fi
-if [ -d "$SITE" ]; then
+if [ -f "$SITE/.installed" ]; then  # what this script (or call 1 below) installed, nothing older
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/bin:$PATH"
 fi
 shim=$(mktemp -d)  # dvc.yaml's commands call `python`: this one (a venv's too: no symlink), whatever its name
