@@ -17,18 +17,20 @@ The committed copy of an output comes from git (outputs with `cache: false`) or 
 - within the seed spread: metrics whose test accuracy moved by less than twice the spread between
   seeds that the claims grid measured for that model (its cells of the variant that changes nothing);
 - different; missing here (an output committed to git that the workspace lacks); not here (an
-  output kept in DVC's cache, neither pulled nor rerun here);
-- not comparable here: the bytes differ and the committed copy is in no DVC cache here
-  (`dvc pull`, then verify again).
+  output kept in DVC's cache, neither pulled nor rerun here: with no DVC remote configured, it was
+  only ever in the cache of the machine that made it, and `dvc repro -s STAGE` remakes it);
+- not comparable here: the bytes differ and the committed copy is in no DVC cache here.
 Exit 1 when anything is different or missing, else 0.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -70,6 +72,12 @@ class Committed:
     def __init__(self, root: Path, rev: str):
         self.root, self.rev = root, rev
         self.cache = root / ".dvc/cache/files/md5"
+        config = "".join(p.read_text() for p in (root / ".dvc").glob("config*") if p.is_file())
+        self.fetch = "dvc pull" if re.search(r"^\s*\[\s*'?remote", config, re.M) else "no DVC remote is configured"
+
+    def not_cached(self, stage: str) -> str:
+        """How to get an output that is in no DVC cache here."""
+        return f"{self.fetch}; dvc repro -s {stage} remakes it"
 
     def git(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=self.root, capture_output=True, check=False)
@@ -133,8 +141,6 @@ def json_deviation(a, b) -> float | None:
 
 def csv_deviation(a: bytes, b: bytes) -> float | None:
     """As json_deviation, cell by cell."""
-    import csv
-
     rows_a, rows_b = (list(csv.reader(io.StringIO(x.decode()))) for x in (a, b))
     if len(rows_a) != len(rows_b) or any(len(r) != len(s) for r, s in zip(rows_a, rows_b, strict=False)):
         return None
@@ -205,22 +211,16 @@ def seed_spread(model: str, variants: dict[str, dict], results_dir: Path) -> flo
     `model` unchanged (a variant `{base: <model>}`), None where there are fewer than two. The grid
     trains at a smaller budget than the pipeline, so this spread is a generous tolerance."""
     unchanged = [v for v, spec in variants.items() if spec == {"base": model}]
-    values = [
-        json.loads(p.read_text())["test_accuracy"]
-        for v in unchanged
-        for p in sorted(results_dir.glob(f"{v}-seed*.json"))
-    ]
+    files = [p for v in unchanged for p in sorted(results_dir.glob(f"{v}-seed*.json"))]
+    values = [json.loads(p.read_text())["test_accuracy"] for p in files]
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
 def compare_metrics(committed: dict, rerun: dict, spread: float | None) -> tuple[str, str]:
     diff = rerun.get("test_accuracy", float("nan")) - committed.get("test_accuracy", float("nan"))
-    detail = (
-        f"test accuracy {committed.get('test_accuracy')} -> {rerun.get('test_accuracy')} "
-        f"({100 * diff:+.2f} points"
-        + (f"; seed spread {100 * spread:.2f}" if spread is not None else "; no seed spread recorded")
-        + ")"
-    )
+    seeds = f"seed spread {100 * spread:.2f}" if spread is not None else "no seed spread recorded"
+    old, new = committed.get("test_accuracy"), rerun.get("test_accuracy")
+    detail = f"test accuracy {old} -> {new} ({100 * diff:+.2f} points; {seeds})"
     if spread is not None and abs(diff) <= 2 * spread:
         return WITHIN, detail
     return DIFFERENT, detail
@@ -237,17 +237,17 @@ def output_hashes(lock_text: str) -> dict[str, tuple[str, str]]:
     }
 
 
-def compare(path: str, digest: str, committed: Committed, spread) -> tuple[str, str]:
+def compare(stage: str, path: str, digest: str, committed: Committed, spread) -> tuple[str, str]:
     new = current_files(committed.root / path)
     if new is None:
         in_git = committed.git("ls-tree", "-r", "--name-only", committed.rev, "--", path).stdout.strip()
-        return (MISSING, "") if in_git else (NOT_HERE, "kept by DVC: dvc pull, or dvc repro")
+        return (MISSING, "") if in_git else (NOT_HERE, f"kept by DVC only: {committed.not_cached(stage)}")
     folder = digest.endswith(".dir")
     if dvc_hash(new, folder) == digest:
         return IDENTICAL, ""
     old = committed.files(path, digest)
     if old is None:
-        return UNKNOWN, "the bytes differ; the committed copy is in no DVC cache here (dvc pull, then verify again)"
+        return UNKNOWN, f"the bytes differ; the committed copy is in no DVC cache here: {committed.not_cached(stage)}"
     if dvc_hash(old, folder) != digest:
         return DIFFERENT, "the committed copy is not what dvc.lock records (changed without rerunning its stage)"
     if old.keys() != new.keys():
@@ -274,7 +274,7 @@ def verify(rev: str = "HEAD", root: Path = Path(".")) -> list[tuple[str, str, st
         return seed_spread(model, variants, root / GRID_RESULTS)
 
     return [
-        (stage, path, *compare(path, digest, committed, spread))
+        (stage, path, *compare(stage, path, digest, committed, spread))
         for path, (stage, digest) in output_hashes(shown.stdout.decode()).items()
     ]
 

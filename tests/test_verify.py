@@ -141,7 +141,12 @@ def test_without_the_cache_not_pulled_and_deleted_outputs_are_named(root, tmp_pa
     assert verdicts(root)["models/m"][0] == verify.UNKNOWN
     subprocess.run(["rm", "-r", str(root / "models")], check=True)
     write(root, FILES)
-    assert verdicts(root)["models/m"][0] == verify.NOT_HERE
+    assert verdicts(root)["models/m"] == (
+        verify.NOT_HERE,
+        "kept by DVC only: no DVC remote is configured; dvc repro -s train@m remakes it",
+    )
+    (root / ".dvc/config").write_text("[core]\n    remote = team\n['remote \"team\"']\n    url = s3://b/p\n")
+    assert verdicts(root)["models/m"][1] == "kept by DVC only: dvc pull; dvc repro -s train@m remakes it"
     assert verify.main([]) == 0
     (root / "reports/m/training.json").unlink()
     assert verdicts(root)["reports/m/training.json"][0] == verify.MISSING
