@@ -3,6 +3,8 @@ arrays, batch 64), measured in the same run, with the machine's measured matmul 
 
     python -m bench.speed                      # both models, sizes that take a few minutes on CPU
     python -m bench.speed --images 512 --models lenet5   # a quick look
+    ONEDNN_MAX_CPU_ISA=AVX2 python -m bench.speed --models alexnet --precisions float32
+        # TensorFlow's oneDNN kernels held to AVX2 (an estimate of an AVX2-only CPU; bfloat16 fails there)
 
 Prints a table: model, mode, images/s, seconds for a full epoch (train split of the real dataset
 size), achieved FLOP/s (3x the forward multiply-adds x 2 per image), the fraction of the matmul
@@ -70,24 +72,28 @@ def main() -> None:
         default=0,
         help="images per timed epoch (default: 55000 for lenet5, a full epoch; 3200 for alexnet)",
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["float32", "bfloat16"],
+        default=["float32", "bfloat16"],
+        help="the recipe's precisions to time (default: both); the plain fit is always float32",
+    )
     args = parser.parse_args()
     params = load_params()
-    peaks = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
-    print(
-        f"matmul peak measured here: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
-        f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s"
-    )
+    precisions = sorted(set(args.precisions) | {"float32"})
+    peaks = {precision: matmul_peak(precision) for precision in precisions}
+    print("matmul peak measured here: " + ", ".join(f"{p} {peaks[p] / 1e9:.0f} GFLOP/s" for p in precisions))
     rows = []
     for name in args.models:
         cfg = params.model(name)
         images = args.images or (55_000 if cfg.architecture == "lenet5" else 3_200)
         plain = notebook_config(params.diagnose.notebook, cfg)
         recipe = cfg.replace(schedule="constant", warmup_epochs=0)
-        modes = {  # the recipe in both precisions: the measurement `mixed_precision: auto` decides from
-            "plain fit (notebook)": plain,
-            "pipeline recipe, bfloat16": recipe.replace(mixed_precision=True),
-            "pipeline recipe, float32": recipe.replace(mixed_precision=False),
-        }
+        modes = {"plain fit (notebook)": plain}  # then the recipe in each precision: what `auto` decides from
+        for precision in ("bfloat16", "float32"):
+            if precision in args.precisions:
+                modes[f"pipeline recipe, {precision}"] = recipe.replace(mixed_precision=precision == "bfloat16")
         baseline = None
         for mode, mode_cfg in modes.items():
             rate, flops = measure(mode_cfg, cfg.dataset, images)

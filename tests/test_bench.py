@@ -21,6 +21,14 @@ def test_bench_prints_the_speed_table_on_tiny_sizes():
     assert "pipeline recipe, float32" in lines[2]
 
 
+def test_bench_speed_times_only_the_precisions_asked_for():
+    """--precisions float32: what runs where bfloat16 cannot (e.g. oneDNN held to AVX2)."""
+    out = bench("bench.speed", "--models", "lenet5", "--images", "256", "--precisions", "float32")
+    assert "bfloat16" not in out
+    lines = [line for line in out.splitlines() if line.strip().startswith("lenet5")]
+    assert len(lines) == 2 and "plain fit" in lines[0] and "pipeline recipe, float32" in lines[1]
+
+
 def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
     out = bench("bench.breakdown", "--model", "lenet5", "--batch", "16")
     assert "lenet5: batch 16, float32; matmul peak measured here" in out
