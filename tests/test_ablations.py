@@ -288,5 +288,7 @@ def assert_the_full_size_grid_leads_the_claims(project) -> None:
     claims = json.loads((project / "ablations/claims.json").read_text())
     assert sorted(c["budget"] for c in claims if "tanh LeNet-5" in c["claim"]) == ["full", "quick"]
     md = (project / "reports/claims.md").read_text()
-    assert md.index("## At full size (GPU)") < md.index("## Quick check (small budget, CPU)")
+    assert md.index("## At full size") < md.index("## Quick check (small budget, CPU)")
     assert "for 1 epoch on 120 training images" in md
+    assert re.search(r"trained on (CPU|GPU): [^;]+ \(4 cells\); where a variant's seeds", md)  # labelled by device
+    assert "Trained on" in md.split("## Every variant at full size")[1].split("## Every variant at the small")[0]

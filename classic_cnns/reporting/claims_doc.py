@@ -57,6 +57,7 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
         gap=("generalisation_gap", "mean"),
         learned=("outcome", lambda s: int((s == "learned").sum())),
     )
+    devices = "device" in cells  # the full-size grid's cells say where they ran (GPU or CPU)
     return (
         "table",
         [
@@ -68,6 +69,7 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
             "Training accuracy (%)",
             "Train - test (points)",
             "Runs that learned",
+            *(["Trained on"] if devices else []),
         ],
         [
             [
@@ -79,10 +81,17 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
                 pct(r.train),
                 pct(r.gap),
                 f"{int(r.learned)}/{int(r.seeds)}",
+                *([device_counts(cells[cells["variant"] == r.Index])] if devices else []),
             ]
             for r in summary.itertuples()
         ],
     )
+
+
+def device_counts(cells: pd.DataFrame) -> str:
+    """'GPU: NVIDIA H200 (26 cells), CPU: AMD EPYC (2 cores) (7 cells)': where the cells were trained."""
+    counts = cells["device"].fillna("not recorded").value_counts()
+    return ", ".join(f"{device} ({n} cell{'s' if n != 1 else ''})" for device, n in counts.items())
 
 
 def blocks(budgets: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict]], ablations) -> list[tuple]:
@@ -141,12 +150,14 @@ def verdict_blocks(budgets: dict, ablations) -> list[tuple]:
     if "full" in budgets:
         table, cells, budget = budgets["full"]
         out += [
-            ("h2", "At full size (GPU)"),
+            ("h2", "At full size"),
             (
                 "p",
                 f"The grid at `ablations.full_size`: {budget_words(budget, ablations.seeds, cells)}; "
                 f"{len(cells)} of {len(ablations.variants) * len(ablations.seeds)} cells "
-                "(`python -m bench.device --grid N` on a GPU machine; results in ablations/results-full/).",
+                "(`python -m bench.device --grid N`, minutes on a GPU machine; results in ablations/results-full/), "
+                f"trained on {device_counts(cells)}; where a variant's seeds ran on different devices "
+                "(*Trained on* below), its spread includes theirs.",
             ),
             verdict_table(table),
         ]
