@@ -17,10 +17,10 @@
 #
 # On the lent H200 (no package index; each call carries at most 64 MiB and lays the tree anew, while
 # the temporary folder, $T below, stays as long as the machine is warm), prepared here with bench/gpu_wheels.sh .whl and
-# `mkdir -p .chunks && split -b 55M data/external/cifar10-jpeg.npz .chunks/c10.` (git-ignored; 4 chunks):
+# `mkdir -p .chunks && split -b 55M data/external/cifar10-jpeg.npz .chunks/c10.` (git-ignored; 3 chunks for the 170 MB stand-in):
 #   call 1, carry .whl:              python3 -m pip install -q --no-index --no-deps --target "$T/site" .whl/*.whl && touch "$T/site/.installed"
-#   calls 2-5, carry .chunks/c10.a?: cp .chunks/* "$T"/         (one chunk a call, back to back)
-#   call 6, carry data/raw/mnist:    mkdir -p data/external "$T/mnist" && cp data/raw/mnist/*.gz "$T/mnist/" &&
+#   calls 2-4, carry .chunks/c10.a?: cp .chunks/* "$T"/         (one chunk a call, back to back)
+#   call 5, carry data/raw/mnist:    mkdir -p data/external "$T/mnist" && cp data/raw/mnist/*.gz "$T/mnist/" &&
 #       cat "$T"/c10.* > data/external/cifar10-jpeg.npz &&
 #       OUT=$OUT MNIST_MIRROR="$T/mnist" CIFAR10_COPY=data/external/cifar10-jpeg.npz bench/gpu_repro.sh
 #   (not the mirror in data/raw/mnist: DVC deletes a stage's outputs before it runs it)
