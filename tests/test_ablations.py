@@ -292,3 +292,20 @@ def assert_the_full_size_grid_leads_the_claims(project) -> None:
     assert "for 1 epoch on 120 training images" in md
     assert re.search(r"trained on (CPU|GPU): [^;]+ \(4 cells\); where a variant's seeds", md)  # labelled by device
     assert "Trained on" in md.split("## Every variant at full size")[1].split("## Every variant at the small")[0]
+
+
+def test_the_intro_counts_the_cells_under_each_dataset_title():
+    """Cells that name the same data differently (results kept from before a title changed) are
+    counted per title, not listed as if they were separate datasets."""
+    from classic_cnns.reporting.claims_doc import intro_blocks
+
+    def cells(title, official, n):
+        return pd.DataFrame({"dataset_title": [title] * n, "dataset_official": [official] * n})
+
+    full = pd.concat([cells("CIFAR-10 (non-official local copy)", False, 2), cells("Stand-in", False, 1)])
+    text = intro_blocks({"quick": (None, cells("MNIST (official files)", True, 3), None), "full": (None, full, None)})
+    intro = text[1][1]
+    assert "CIFAR-10 (non-official local copy) (2 cells), MNIST (official files) (3 cells), Stand-in (1 cell)" in intro
+    assert "**Not official data**: CIFAR-10 (non-official local copy), Stand-in" in intro
+    one = intro_blocks({"quick": (None, cells("MNIST (official files)", True, 3), None)})[1][1]
+    assert "name it: MNIST (official files)." in one and "Not official" not in one

@@ -120,7 +120,8 @@ RERUN_NOTE = (
 
 def intro_blocks(budgets: dict) -> list[tuple]:
     every = pd.concat([cells for _, cells, _ in budgets.values()])
-    sources = ", ".join(sorted(set(every["dataset_title"])))
+    titles = every["dataset_title"].value_counts()
+    sources = ", ".join(f"{t} ({n} cell{'s' * (n != 1)})" if len(titles) > 1 else t for t, n in sorted(titles.items()))
     non_official = sorted(set(every.loc[~every["dataset_official"].astype(bool), "dataset_title"]))
     out: list[tuple] = [
         ("h1", "The notebook's claims, measured"),
@@ -128,7 +129,7 @@ def intro_blocks(budgets: dict) -> list[tuple]:
             "p",
             "Each claim is an experiment: variants of the two networks that differ in one thing, each "
             "trained with several seeds, with each base model's full-run recipe, regularisation included. "
-            f"Data: {sources}."
+            f"Data, as each cell's results name it: {sources}."
             + (
                 f" **Not official data**: {', '.join(non_official)} (see the main report's provenance)."
                 if non_official
