@@ -90,8 +90,12 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
 
 def device_counts(cells: pd.DataFrame) -> str:
     """'GPU: NVIDIA H200 (26 cells), CPU: AMD EPYC (2 cores) (7 cells)': where the cells were trained."""
-    counts = cells["device"].fillna("not recorded").value_counts()
-    return ", ".join(f"{device} ({n} cell{'s' if n != 1 else ''})" for device, n in counts.items())
+    return counted(cells["device"].fillna("not recorded").value_counts().items())
+
+
+def counted(counts) -> str:
+    """'a (2 cells), b (1 cell)' from (value, count) pairs, in their order."""
+    return ", ".join(f"{value} ({n} cell{'s' if n != 1 else ''})" for value, n in counts)
 
 
 def blocks(budgets: dict[str, tuple[pd.DataFrame, pd.DataFrame, dict]], ablations) -> list[tuple]:
@@ -121,7 +125,7 @@ RERUN_NOTE = (
 def intro_blocks(budgets: dict) -> list[tuple]:
     every = pd.concat([cells for _, cells, _ in budgets.values()])
     titles = every["dataset_title"].value_counts()
-    sources = ", ".join(f"{t} ({n} cell{'s' * (n != 1)})" if len(titles) > 1 else t for t, n in sorted(titles.items()))
+    sources = counted(sorted(titles.items())) if len(titles) > 1 else ", ".join(titles.index)
     non_official = sorted(set(every.loc[~every["dataset_official"].astype(bool), "dataset_title"]))
     out: list[tuple] = [
         ("h1", "The notebook's claims, measured"),
