@@ -133,3 +133,46 @@ def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, m
     for r in queued.values():
         assert r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics
         assert r.info.run_name == f"lenet5-mnist ({r.data.tags['dvc_exp_name']})"  # told apart in every view
+
+
+def test_a_run_that_loses_the_race_to_log_a_new_dataset_links_the_winners(tmp_path, monkeypatch):
+    """Two queued runs log the same new dataset at once: MLflow's store looks it up, then inserts it,
+    so the slower insert breaks the unique key (PostgreSQL's message below, from a CI run). The
+    slower run retries, finds the dataset and links it; a different store error still fails."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from classic_cnns.tracking import runs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    meta = {
+        "dataset": "mnist",
+        "sizes": {"train": 200},
+        "provenance": {"official": False, "source": "data/external/mnist", "title": "MNIST", "files": {"a": "0"}},
+    }
+    real_log_input, calls = mlflow.log_input, []
+
+    def racing(dataset, **kwargs):
+        calls.append(dataset.name)
+        if len(calls) == 1:
+            with mlflow.start_run(nested=True):  # the faster run inserts the dataset first
+                real_log_input(dataset, **kwargs)
+            postgres = "(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint"
+            raise MlflowException(f'BAD_REQUEST: {postgres} "dataset_pk"')
+        return real_log_input(dataset, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as slower:
+        runs.log_dataset(meta, "training")
+    client = mlflow.MlflowClient()
+    (linked,) = client.get_run(slower.info.run_id).inputs.dataset_inputs
+    faster = client.search_runs([slower.info.experiment_id], "tags.mlflow.parentRunId != ''")[0]
+    assert linked.dataset.digest == client.get_run(faster.info.run_id).inputs.dataset_inputs[0].dataset.digest
+    assert len(calls) == 2
+
+    def broken(dataset, **kwargs):
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no such run")
+
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    with mlflow.start_run(), pytest.raises(MlflowException, match="no such run"):
+        runs.log_dataset(meta, "training")

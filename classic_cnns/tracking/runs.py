@@ -97,7 +97,15 @@ def log_dataset(meta: dict, context: str) -> None:
     digest = hashlib.sha256(json.dumps(prov["files"], sort_keys=True).encode()).hexdigest()[:32]
     sizes = {f"{split}_images": str(n) for split, n in meta.get("sizes", {}).items()}
     dataset = MetaDataset(source, name=f"{meta['dataset']}", digest=digest)
-    mlflow.log_input(dataset, context=context, tags={"title": prov["title"], **sizes})
+    try:
+        mlflow.log_input(dataset, context=context, tags={"title": prov["title"], **sizes})
+    except MlflowException as err:
+        # Two runs that log the same new dataset at once (`dvc queue start -j 2`) race in MLflow's
+        # store: it looks the dataset up, then inserts it, and the slower run's insert breaks the
+        # unique key. Its transaction rolls back whole; a second try finds the dataset and links it.
+        if "unique" not in str(err).lower():
+            raise
+        mlflow.log_input(dataset, context=context, tags={"title": prov["title"], **sizes})
 
 
 def abandon(run_id: str | None, reason: str) -> None:
