@@ -309,3 +309,19 @@ def test_the_intro_counts_the_cells_under_each_dataset_title():
     assert "**Not official data**: CIFAR-10 (non-official local copy), Stand-in" in intro
     one = intro_blocks({"quick": (None, cells("MNIST (official files)", True, 3), None)})[1][1]
     assert "name it: MNIST (official files)." in one and "Not official" not in one
+
+
+def test_the_grid_costs_are_given_per_device_never_summed_across_devices():
+    """costs.md's grid line: a GPU cell's minutes and a CPU cell's are not one total."""
+    from classic_cnns.reporting.costs_page import grid_cost
+
+    gpu = {"device": "GPU: NVIDIA H200", "train_seconds": 90, "concurrent_cells": 6}
+    cpu = {"device": "CPU: AMD EPYC (2 cores)", "train_seconds": 3000, "concurrent_cells": 1}
+    line = grid_cost("At full size", [gpu, gpu, cpu])
+    assert line == (
+        "At full size, 3 cells: 1 on CPU: AMD EPYC (2 cores), 50 min of training, one at a time; "
+        "2 on GPU: NVIDIA H200, 3 min of training, up to 6 at a time."
+    )
+    assert grid_cost("The quick check", [cpu]) == (
+        "The quick check, 1 cell on CPU: AMD EPYC (2 cores), 50 min of training, one at a time."
+    )

@@ -138,15 +138,21 @@ def blocks(records: dict[str, dict], bench_dir: Path) -> list[tuple]:
     ]
 
 
-def grid_cost(cells: list[dict]) -> str:
-    """'33 cells, 61 min of training on <device>, up to 2 at a time' from cells' cost records."""
+def grid_cost(label: str, cells: list[dict]) -> str:
+    """'At full size, 33 cells: 26 on <GPU>, 3 min of training, up to 6 at a time; 7 on <CPU>, ...':
+    a budget's cells per device (minutes on different devices are not added up)."""
     devices = sorted({c.get("device", "?") for c in cells})
-    at_once = max(int(c.get("concurrent_cells", 1)) for c in cells)
-    return (
-        f"{len(cells)} cells, {duration(sum(c['train_seconds'] for c in cells))} of training in all on "
-        f"{', '.join(devices)}"
-        + (f", up to {at_once} at a time (each cell's wall time longer than alone)" if at_once > 1 else "")
-    )
+    parts = []
+    for device in devices:
+        on = [c for c in cells if c.get("device", "?") == device]
+        at_once = max(int(c.get("concurrent_cells", 1)) for c in on)
+        parts.append(
+            (f"{len(on)} on" if len(devices) > 1 else "on")
+            + f" {device}, {duration(sum(c['train_seconds'] for c in on))} of training"
+            + (f", up to {at_once} at a time" if at_once > 1 else ", one at a time")
+        )
+    count = f"{len(cells)} cell" + "s" * (len(cells) != 1)
+    return f"{label}, {count}{':' if len(devices) > 1 else ''} {'; '.join(parts)}."
 
 
 def grid_blocks() -> list[tuple]:
@@ -154,12 +160,19 @@ def grid_blocks() -> list[tuple]:
     the full-size grid's (ablations/results-full/, from bench.device --grid)."""
     quick = [_json(f) for f in sorted(paths.COSTS.glob("cell-*.json"))]
     full = [_json(f) for f in sorted(paths.FULL_GRID_RESULTS.glob("*.json"))]
-    lines = [
-        f"{label}: {grid_cost(cells)}" for label, cells in (("At full size", full), ("The quick check", quick)) if cells
-    ]
-    if not lines:
+    budgets = [(label, cells) for label, cells in (("At full size", full), ("The quick check", quick)) if cells]
+    if not budgets:
         return []
-    return [("h2", "The claims grid"), ("p", "; ".join(lines) + " ([claims.md](claims.md) has the verdicts).")]
+    shared = any(int(c.get("concurrent_cells", 1)) > 1 for _, cells in budgets for c in cells)
+    return [
+        ("h2", "The claims grid"),
+        *[("p", grid_cost(label, cells)) for label, cells in budgets],
+        (
+            "p",
+            "A cell's wall time is longer when others run beside it. " * shared
+            + "[claims.md](claims.md) has the verdicts.",
+        ),
+    ]
 
 
 def write() -> Path:
