@@ -176,3 +176,32 @@ def test_a_run_that_loses_the_race_to_log_a_new_dataset_links_the_winners(tmp_pa
     monkeypatch.setattr(mlflow, "log_input", broken)
     with mlflow.start_run(), pytest.raises(MlflowException, match="no such run"):
         runs.log_dataset(meta, "training")
+
+
+def test_a_process_that_loses_the_race_to_create_the_experiment_still_logs_into_it(tmp_path, monkeypatch):
+    """Two queued runs on a new server create the experiment at once; the slower is told it already
+    exists, and MLflow's set_experiment then returns it without making it active: its runs landed
+    in "Default" (seen in this file's queue test). use_store makes it the active experiment."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    from classic_cnns.tracking import store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)  # MLflow's globals as they were, after
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    real_create = TrackingServiceClient.create_experiment
+
+    def created_meanwhile(self, name, *args, **kwargs):  # the faster process creates it first
+        real_create(self, name, *args, **kwargs)
+        raise MlflowException(f"Experiment(name={name}) already exists.", error_code=RESOURCE_ALREADY_EXISTS)
+
+    monkeypatch.setattr(TrackingServiceClient, "create_experiment", created_meanwhile)
+    store.use_store("classic-cnns")
+    with mlflow.start_run() as run:
+        pass
+    assert run.info.experiment_id == mlflow.get_experiment_by_name("classic-cnns").experiment_id != "0"

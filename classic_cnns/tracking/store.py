@@ -112,7 +112,11 @@ def use_store(experiment: str) -> None:
         check_writable(uri)  # under the lock: not while another process creates the schema
         if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
             mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
-        mlflow.set_experiment(experiment)
+        found = mlflow.set_experiment(experiment)
+        # When two processes create the experiment at once (`dvc queue start -j 2` on a new server),
+        # the one that loses gets it back from set_experiment without it being made the active one, and
+        # its runs would land in "Default". Setting it by id always makes it active.
+        mlflow.set_experiment(experiment_id=found.experiment_id)
 
 
 def check_writable(uri: str) -> None:
