@@ -102,21 +102,44 @@ def store_lock(uri: str):
 
 
 def use_store(experiment: str) -> None:
-    """Point MLflow at the store and experiment, checked first. With the default SQLite store, a
-    new experiment keeps its artifacts in <root>/mlruns (not the current folder, which for a temp
-    experiment is deleted afterwards)."""
+    """Point MLflow at the store and experiment, checked first. A new experiment in a SQLite store
+    keeps its artifacts in `mlruns/` beside the database (for the default store, <root>/mlruns), not
+    in MLflow's default `./mlruns` of the current folder, which for a temporary or queued DVC
+    experiment is deleted afterwards."""
     uri = tracking_uri()
     check_server(uri)
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)  # MLflow also exports it as MLFLOW_TRACKING_URI to this process
     with store_lock(uri), failures_named(uri, "opening it"):
         check_writable(uri)  # under the lock: not while another process creates the schema
-        if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=(project_root() / "mlruns").as_uri())
+        if mlflow.get_experiment_by_name(experiment) is None and artifact_root(uri):
+            mlflow.create_experiment(experiment, artifact_location=artifact_root(uri))
         found = mlflow.set_experiment(experiment)
         # When two processes create the experiment at once (`dvc queue start -j 2` on a new server),
         # the one that loses gets it back from set_experiment without it being made the active one, and
         # its runs would land in "Default". Setting it by id always makes it active.
         mlflow.set_experiment(experiment_id=found.experiment_id)
+    check_artifact_location(found)
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: mlruns/ beside the database
+    (a file URI). None for a server, which decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
+def check_artifact_location(experiment) -> None:
+    """An experiment whose artifacts go to a DVC experiment's temporary folder (made before the fix
+    above) loses every artifact logged to it: refuse, naming the way out."""
+    location = experiment.artifact_location or ""
+    if "/.dvc/tmp/exps/" in location:
+        raise UserError(
+            f"the MLflow experiment {experiment.name!r} keeps its artifacts in {location}, a temporary folder "
+            "DVC deletes after an experiment: rename it (mlflow experiments rename --experiment-id "
+            f"{experiment.experiment_id} --new-name {experiment.name}-lost-artifacts), or set mlflow.experiment, "
+            "and rerun; a new experiment keeps them in mlruns/ beside the store"
+        )
 
 
 def check_writable(uri: str) -> None:
