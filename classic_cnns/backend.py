@@ -18,6 +18,30 @@ XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
 CUBLAS_WORKSPACE = ":4096:8"  # PyTorch's deterministic cuBLAS needs a fixed workspace
 
 
+BACKENDS = {  # KERAS_BACKEND -> (the module it imports, how to install it)
+    "tensorflow": ("tensorflow", "pip install -r requirements.txt"),
+    "jax": ("jax", "pip install -r requirements.txt (CPU), then requirements-gpu.txt on an NVIDIA GPU"),
+    "torch": ("torch", "pip install torch"),
+}
+
+
+def requested_problem() -> str | None:
+    """What is wrong with KERAS_BACKEND (unknown, or its package missing), in one line; None if fine.
+    Checked by every stage before `import keras`, which would fail in a 40-line traceback."""
+    import importlib.util
+
+    wanted = os.environ.get("KERAS_BACKEND", "").strip()
+    if not wanted:
+        return None
+    allowed = ", ".join(BACKENDS)
+    if wanted not in BACKENDS:
+        return f"KERAS_BACKEND={wanted} is not a backend this project runs on: use one of {allowed}, or unset it"
+    module, install = BACKENDS[wanted]
+    if importlib.util.find_spec(module) is None:
+        return f"KERAS_BACKEND={wanted} needs the {module} package, not installed here: {install} (or use {allowed})"
+    return None
+
+
 def name() -> str:
     import keras
 

@@ -3,6 +3,7 @@ the fix) and a non-zero exit status. The traceback is printed too with CLASSIC_C
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import shutil
@@ -78,17 +79,110 @@ class Terminated(KeyboardInterrupt):
     whatever ends an interrupted run (an MLflow run KILLED, a checkpoint kept) handles both."""
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+class _Signals:
+    """SIGTERM and SIGINT as a stage sees them. A signal is recorded first (`pending`), then raised
+    in the main thread, unless the stage is starting (its imports) or finishing (after `finishing()`).
+    Python drops an exception raised where it cannot propagate (a weakref callback, a finalizer:
+    "Exception ignored in ..."), so a recorded signal is raised again at the next
+    `check_interrupted()`: the training loop calls it after every batch, evaluate between its steps,
+    and `finishing()` before the commit. A signal cannot be lost, and none ends a commit half-way."""
+
+    pending: int | None = None  # the first SIGTERM / SIGINT that arrived
+    held = 0  # above 0 while a stage starts (its imports) and once it is finishing
+    raised = False  # raised once already: a second signal during the clean-up only records itself
+    whole_process = False  # `python -m stages.<name>`: held from run_stage's end to the exit too
+
+
+def _interruption(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _on_signal(signum, frame):
+    _Signals.pending = _Signals.pending or signum
+    if _Signals.held or _Signals.raised:
+        return
+    _Signals.raised = True
+    raise _interruption(signum)
+
+
+def _unraisable(hook):
+    """sys.unraisablehook that stays quiet about a signal's exception Python dropped (it is raised
+    again at the next check), so an interrupted stage still prints one line."""
+
+    def quiet(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            hook(unraisable)
+
+    return quiet
+
+
+def _install() -> dict:
+    sys.unraisablehook = _unraisable(sys.__unraisablehook__)
+    return {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def check_interrupted() -> None:
+    """Raise the signal that arrived and has not stopped the stage yet (or was dropped by Python)."""
+    if _Signals.pending and not _Signals.held:
+        _Signals.raised = True
+        raise _interruption(_Signals.pending)
+
+
+def finishing() -> None:
+    """The stage's work is done but for its commit (registering a model version, ending its run): a
+    signal that came before stops the stage here; one that comes later waits for the stage's end,
+    which exits 0 with its work complete. Nothing after this call is cut in two."""
+    check_interrupted()
+    _Signals.held += 1
+
+
+def hold_signals_while_starting() -> None:
+    """Called as `python -m stages.<name>` starts, before its imports (seconds for TensorFlow): a
+    signal then is recorded, and run_stage stops the stage with it in one line before any work."""
+    _Signals.pending, _Signals.held, _Signals.raised, _Signals.whole_process = None, 1, False, True
+    _install()
 
 
 def run_stage(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a stage's main(argv): its exit status, or one line on stderr and 2 for a failure the user
     can fix (UserError, a full disk), 1 for a bug, 130 for Ctrl-C, 143 for SIGTERM. Bad params and
-    bad arguments exit 2 themselves (SystemExit passes through)."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    bad arguments exit 2 themselves (SystemExit passes through). A signal that arrives after the
+    stage began finishing (`finishing()`) finds its work complete: exit 0.
+
+    As `python -m stages.<name>` the process then exits at once with that status, exit functions run
+    and streams flushed: the interpreter's own shutdown takes seconds with TensorFlow loaded and gives
+    SIGTERM its default action early in it, so a signal then would kill a stage whose work is complete,
+    and DVC would call it failed."""
+    hook, previous = sys.unraisablehook, _install()
+    starting = _Signals.held > 0 and _Signals.pending  # arrived during the imports
+    _Signals.held, _Signals.raised = 0, False
+    if not starting:
+        _Signals.pending = None
     try:
-        return main(sys.argv[1:] if argv is None else argv)
+        status = _run(main, argv)
+    finally:
+        if _Signals.whole_process:
+            _Signals.held = 1
+    if _Signals.whole_process:
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+    _Signals.pending, _Signals.held, _Signals.raised = None, 0, False
+    sys.unraisablehook = hook
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    return status
+
+
+def _run(main: Callable[[list[str]], int], argv: list[str] | None) -> int:
+    try:
+        check_interrupted()
+        status = main(sys.argv[1:] if argv is None else argv)
+        if _Signals.pending:
+            name = signal.Signals(_Signals.pending).name
+            print(f"{name} arrived as the stage finished: its work is complete", file=sys.stderr)
+        return status
     except Terminated:
         print("error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue", file=sys.stderr)
         return 143
@@ -100,5 +194,3 @@ def run_stage(main: Callable[[list[str]], int], argv: list[str] | None = None) -
             traceback.print_exc(file=sys.stderr)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UserError) or is_disk_full(exc) else 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -95,11 +95,20 @@ def load_keras_model(path: Path | str, made_by: str, compile: bool = True):
     one UserError naming it and the command that restores it."""
     import keras
 
-    restore = f"`dvc checkout {made_by}` (the cached copy), or rerun `dvc repro -f {made_by}`"
+    # --force: DVC will not overwrite a file that differs from its cache without it (a broken one does)
+    restore = f"`dvc checkout --force {made_by}` (the cached copy), or rerun `dvc repro -f {made_by}`"
     if not Path(path).exists():
         raise UserError(f"{path} is missing: run `dvc repro {made_by}` first")
     try:
+        with zipfile.ZipFile(path) as archive:  # Keras reads a cut-off archive as "File not found"
+            damaged = archive.testzip()
+        if damaged:
+            raise ValueError(f"{damaged} in the archive fails its CRC check")
         return keras.models.load_model(path, compile=compile)
-    except Exception as exc:  # a truncated zip, a corrupt config.json or weights file
+    except zipfile.BadZipFile:
+        raise UserError(
+            f"{path} is broken (not a whole .keras archive: truncated?); restore it with {restore}"
+        ) from None
+    except Exception as exc:  # a corrupt config.json or weights file
         reason = (str(exc).strip().splitlines() or [""])[0][:160]
         raise UserError(f"{path} is broken ({type(exc).__name__}: {reason}); restore it with {restore}") from None

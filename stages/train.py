@@ -7,8 +7,9 @@ architecture.csv, training.json (classic_cnns/training/results.py); its costs to
 reports/costs.md. Every epoch is checkpointed to
 checkpoints/<name>/: a killed run rerun with `dvc repro` continues in the same MLflow run and ends
 with the same weights; a tracking store away at the end keeps the checkpoint, and a rerun logs what
-is missing without training again. A training that diverges or does not learn writes nothing and
-marks its run FAILED.
+is missing without training again. When DVC already holds this very model's evaluation (it will
+skip evaluate), the run takes it and the model is registered here (classic_cnns/tracking/record.py).
+A training that diverges or does not learn writes nothing and marks its run FAILED.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ import keras
 
 from classic_cnns import environment, paths
 from classic_cnns.data.prepared import load_split
-from classic_cnns.errors import TrainingFailed, run_stage
+from classic_cnns.errors import TrainingFailed, finishing, run_stage
 from classic_cnns.params import flatten, load_or_exit, stage_args
 from classic_cnns.reporting import costs_page
-from classic_cnns.tracking import runs, store
+from classic_cnns.tracking import record, registry, runs, store
 from classic_cnns.tracking.epochs import EpochLogger
 from classic_cnns.training import distribute, results
 from classic_cnns.training.checkpoint import Checkpoint, EveryEpoch, fingerprint
 from classic_cnns.training.session import Training
 
 KEPT = (
-    "; the trained model is kept in {}/: rerun when the store answers, which logs what is missing and "
+    "; the trained model is kept in {}/: rerun once the store answers, which logs what is missing (to a new "
+    "run if the store no longer has this one) and "
     "writes the outputs without training again"
 )
 
@@ -74,6 +76,8 @@ def train(params, name: str) -> dict | None:
                     costs_page.about(name, cfg),
                 )
                 costs_page.write()
+                finishing()  # from here the stage completes: a signal now waits for its end (exit 0)
+                record.complete_from_dvc(name, cfg.dataset, run.info.run_id, registry.is_full_quality(meta))
     except TrainingFailed:
         ckpt.clear()
         raise

@@ -213,3 +213,42 @@ def test_a_stage_run_before_the_model_exists_names_the_training_stage(prepared_p
     assert result.stderr.strip().splitlines() == [
         "error: models/lenet5/model.keras is missing: run `dvc repro train@lenet5` first"
     ]
+
+
+def test_a_server_back_with_a_new_database_is_named_so_and_a_rerun_logs_a_new_run(
+    prepared_project, tmp_path, monkeypatch
+):
+    """The store answers again but no longer has the run: not "does not answer", and the rerun
+    starts a new run holding every epoch from the checkpoint."""
+    project = prepared_project
+    set_params(project, epochs=3)
+    port = free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    server = start_server(tmp_path / "old", port)
+    try:
+        train = subprocess.Popen(
+            [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, text=True, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        seen = []
+        for line in train.stdout:
+            seen.append(line)
+            if line.startswith("lenet5 epoch 1/3"):
+                stop_server(server)
+                server = start_server(tmp_path / "new", port)  # an empty database
+        train.wait(timeout=300)
+        out, err = "".join(seen), train.stderr.read()
+        assert train.returncode == 2, out + err
+        (line,) = err.strip().splitlines()
+        assert f"the MLflow tracking store http://127.0.0.1:{port} answers but no longer holds" in line
+        assert "a new or reset database?; the trained model is kept in checkpoints/lenet5/" in line
+        resumed = stage("train", "lenet5", cwd=project)
+        assert "is not in this store; starting a new run" in resumed.stdout
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        (finished,) = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id])
+        assert finished.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(finished.info.run_id, "loss")] == [1, 2, 3]
+    finally:
+        stop_server(server)

@@ -63,3 +63,41 @@ def test_what_a_failing_import_printed_is_all_shown(capfd, monkeypatch):
         os.write(2, ONEDNN.encode())
         raise RuntimeError("the import failed")
     assert capfd.readouterr().err == ONEDNN
+
+
+def test_an_unknown_or_missing_keras_backend_is_one_line_and_exit_2(tmp_path):
+    """Before `import keras`, whose failure is a 40-line traceback and exit 1."""
+    import subprocess
+    import sys
+
+    from tests.projects import ROOT
+
+    for backend, says in (
+        (
+            "tensorflw",
+            "KERAS_BACKEND=tensorflw is not a backend this project runs on: use one of tensorflow, jax, torch",
+        ),
+        ("nosuch", "KERAS_BACKEND=nosuch is not a backend"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.train", "lenet5"], cwd=ROOT, capture_output=True, text=True,
+            env={**__import__("os").environ, "KERAS_BACKEND": backend}, timeout=60,
+        )  # fmt: skip
+        (line,) = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and line.startswith(f"error: {says}"), result.stderr
+
+
+def test_a_backend_whose_package_is_missing_names_the_install(monkeypatch):
+    import importlib.util
+
+    from classic_cnns import backend
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert backend.requested_problem() == (
+        "KERAS_BACKEND=torch needs the torch package, not installed here: pip install torch "
+        "(or use tensorflow, jax, torch)"
+    )
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert backend.requested_problem() is None

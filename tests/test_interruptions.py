@@ -43,7 +43,7 @@ def test_broken_model_and_checkpoint_files_are_named_with_what_restores_them(pre
         assert result.returncode == 2
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("error: models/lenet5/model.keras is broken (") and "please report" not in line
-        assert "`dvc checkout train@lenet5`" in line
+        assert "`dvc checkout --force train@lenet5`" in line  # without --force DVC keeps the broken file
 
     os.environ["CLASSIC_CNN_KILL_AFTER_EPOCH"] = "1"  # a checkpoint left behind, then broken
     try:
@@ -58,7 +58,7 @@ def test_broken_model_and_checkpoint_files_are_named_with_what_restores_them(pre
     assert "checkpoint in checkpoints/lenet5 is broken" in line and "`rm -r checkpoints/lenet5`" in line
 
 
-def test_a_run_that_will_not_be_resumed_is_ended_with_the_reason(prepared_project, monkeypatch):
+def test_a_run_whose_process_is_gone_is_ended_by_the_next_stage_with_the_reason(prepared_project, monkeypatch):
     project = prepared_project
     set_params(project, epochs=2)
     monkeypatch.setenv("CLASSIC_CNN_KILL_AFTER_EPOCH", "1")
@@ -69,7 +69,9 @@ def test_a_run_that_will_not_be_resumed_is_ended_with_the_reason(prepared_projec
     stage("train", "lenet5", cwd=project)
     abandoned, finished = mlflow_runs(project)
     assert abandoned.info.status == "KILLED" and finished.info.status == "FINISHED"
-    assert abandoned.data.tags["abandoned_reason"].startswith("not resumed: its checkpoint is from other params")
+    pid = abandoned.data.tags["process.pid"]
+    assert f"pid {pid}, started " in abandoned.data.tags["killed_reason"]
+    assert abandoned.data.tags["killed_reason"].endswith("is gone without ending it (killed, e.g. kill -9)")
 
 
 def test_sigterm_while_evaluate_logs_ends_it_there_in_one_line(prepared_project, monkeypatch, capsys):
@@ -96,7 +98,7 @@ def test_sigterm_while_evaluate_logs_ends_it_there_in_one_line(prepared_project,
         "error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue"
     ]
     (trained,) = mlflow_runs(project)
-    assert trained.info.status == "FINISHED"  # its training did finish; not left RUNNING
+    assert trained.info.status == "KILLED"  # its record (the evaluation) is not complete; not left RUNNING
     assert trained.data.tags["evaluation"].startswith("interrupted (Terminated)")
     assert not MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").search_model_versions()
     assert signal.getsignal(signal.SIGTERM) == before  # the test process's own handler is back

@@ -12,21 +12,45 @@ import mlflow
 from classic_cnns import environment
 
 CHAMPION = "champion"
+INPUT_NOTE = (
+    "Input: float32 images of the signature's shape holding raw pixel values 0-255, not scaled to 0-1 "
+    "(the model standardises them itself); output: one probability per class."
+)
 
 
 def register(model_name: str, run_id: str, test_accuracy: float, full_quality: bool) -> None:
-    """A new version of the registered model, its test accuracy as a tag; a full-quality run's
-    version also takes the `champion` alias (load it as models:/<name>@champion)."""
+    """A version of the registered model for this run's model, made whole in one call (source, run,
+    test accuracy and DVC experiment as tags, description), so a stop can never leave a version
+    without them; a full-quality run's version also takes the `champion` alias (load it as
+    models:/<name>@champion). Registering the same run at the same accuracy again (its training and
+    then its evaluation) finds that version instead of making another."""
+    from mlflow.exceptions import MlflowException
+
     client = mlflow.MlflowClient()
-    logged = client.get_run(run_id).data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
-    version = mlflow.register_model(logged, model_name)
-    client.set_model_version_tag(model_name, version.version, "test_accuracy", f"{test_accuracy:.4f}")
-    exp = os.environ.get("DVC_EXP_NAME")
-    if exp:
-        client.set_model_version_tag(model_name, version.version, "dvc_exp_name", exp)
-    client.update_model_version(
-        model_name, version.version, description=f"test accuracy {test_accuracy:.4f} (run {run_id})"
-    )
+    accuracy = f"{test_accuracy:.4f}"
+    made = [
+        v
+        for v in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+        if v.tags.get("test_accuracy") == accuracy
+    ]
+    if made:
+        version = made[0]
+    else:
+        source = client.get_run(run_id).data.tags.get(MODEL_URI_TAG, f"runs:/{run_id}/model")
+        try:
+            client.create_registered_model(model_name)
+        except MlflowException as err:
+            if "ALREADY_EXISTS" not in (err.error_code or ""):
+                raise
+        exp = os.environ.get("DVC_EXP_NAME")
+        version = client.create_model_version(
+            model_name,
+            source,
+            run_id=run_id,
+            tags={"test_accuracy": accuracy, **({"dvc_exp_name": exp} if exp else {})},
+            description=f"test accuracy {accuracy} (run {run_id}). {INPUT_NOTE}",
+            model_id=source.removeprefix("models:/") if source.startswith("models:/") else None,
+        )
     if full_quality:
         client.set_registered_model_alias(model_name, CHAMPION, version.version)
     print(

@@ -12,7 +12,10 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -35,6 +38,55 @@ def run_tags() -> dict[str, str]:
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+PROCESS_TAG = "process"  # host/boot/pid/start of the process that has the run open (process_id())
+
+
+def process_id(pid: int | None = None) -> str | None:
+    """`host:boot:pid:start` of a live process (this one by default), None if it is gone: the boot id
+    and the start time (clock ticks since boot) tell a process from a later one given the same pid."""
+    pid = pid or os.getpid()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    start = stat[stat.rindex(")") + 2 :].split()[19]  # field 22, after the command name in parentheses
+    return f"{socket.gethostname()}:{boot}:{pid}:{start}"
+
+
+def owned_tags() -> dict[str, str]:
+    """What runs a run now (set whenever a stage opens one): host, pid, start, and process_id()."""
+    return {
+        PROCESS_TAG: process_id() or "",
+        "process.host": socket.gethostname(),
+        "process.pid": str(os.getpid()),
+        "process.started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def end_orphans(experiment_id: str) -> None:
+    """End KILLED the runs of this host left RUNNING by a process that is gone (kill -9, a machine
+    that went down, a queued experiment's workspace thrown away with its checkpoint), naming why.
+    A run that a live process holds, or one of another host (which this one cannot see), is left."""
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.`process.host` = '{host}'", max_results=200
+    )
+    for run in running:
+        owner = run.data.tags.get(PROCESS_TAG, "")
+        pid = owner.split(":")[2] if owner.count(":") == 3 else ""
+        if not pid.isdigit() or process_id(int(pid)) == owner:
+            continue
+        reason = (
+            f"its process ({run.data.tags.get('process.host')}, pid {pid}, started "
+            f"{run.data.tags.get('process.started')}) is gone without ending it (killed, e.g. kill -9)"
+        )
+        client.set_tag(run.info.run_id, "killed_reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        print(f"MLflow run {run.info.run_id} ({run.info.run_name}) ended KILLED: {reason}")
 
 
 def interrupted_status(exc: BaseException) -> str:
@@ -65,17 +117,30 @@ def end_run(status: str = "FINISHED") -> None:
 
 
 def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str | None):
-    """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one."""
+    """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one; either
+    way tagged with the process that now runs it (owned_tags)."""
     if resume_id:
         try:
-            return mlflow.start_run(run_id=mlflow.get_run(resume_id).info.run_id)
+            run = mlflow.start_run(run_id=mlflow.get_run(resume_id).info.run_id)
         except MlflowException:
             print(f"{name}: the checkpoint's MLflow run {resume_id} is not in this store; starting a new run")
+        else:
+            mlflow.set_tags(owned_tags())
+            with contextlib.suppress(MlflowException):  # ended KILLED while its process was gone
+                mlflow.delete_tag("killed_reason")
+            return run
     exp = os.environ.get("DVC_EXP_NAME")
     run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}" + (f" ({exp})" if exp else ""))
     mlflow.log_params(logged_params)
     mlflow.set_tags(
-        {**run_tags(), **environment.describe(), "model": name, "architecture": cfg.architecture, **dataset_tags(meta)}
+        {
+            **run_tags(),
+            **environment.describe(),
+            **owned_tags(),
+            "model": name,
+            "architecture": cfg.architecture,
+            **dataset_tags(meta),
+        }
     )
     log_dataset(meta, "training")
     return run
@@ -131,9 +196,13 @@ def training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str
     KILLED; any other exception FAILED (the store may be what failed: then the run stays RUNNING).
     `kept`: what a failure of the store at the end leaves behind, told to the user."""
     uri = store.tracking_uri()
-    with store.failures_named(uri, "starting the run"):
-        run = start_training_run(name, cfg, meta, logged_params, resume_id)
-        logged = logged_epochs(run.info.run_id) if resume_id else 0
+    try:
+        with store.failures_named(uri, "starting the run"):
+            run = start_training_run(name, cfg, meta, logged_params, resume_id)
+            logged = logged_epochs(run.info.run_id) if resume_id else 0
+    except BaseException as exc:  # stopped while starting: not left to MLflow's exit hook, which ends it FINISHED
+        end_run(interrupted_status(exc))
+        raise
     try:
         yield run, logged
     except TrainingFailed as failure:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import mlflow
 from filelock import FileLock
+from mlflow.exceptions import MlflowException
 
 from classic_cnns.errors import UserError
 from classic_cnns.paths import project_root
@@ -112,13 +113,21 @@ def use_store(experiment: str) -> None:
     with store_lock(uri), failures_named(uri, "opening it"):
         check_writable(uri)  # under the lock: not while another process creates the schema
         if mlflow.get_experiment_by_name(experiment) is None and artifact_root(uri):
-            mlflow.create_experiment(experiment, artifact_location=artifact_root(uri))
+            try:
+                mlflow.create_experiment(experiment, artifact_location=artifact_root(uri))
+            except MlflowException as err:  # another process created it first: it is set below
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
         found = mlflow.set_experiment(experiment)
         # When two processes create the experiment at once (`dvc queue start -j 2` on a new server),
         # the one that loses gets it back from set_experiment without it being made the active one, and
         # its runs would land in "Default". Setting it by id always makes it active.
         mlflow.set_experiment(experiment_id=found.experiment_id)
     check_artifact_location(found)
+    from classic_cnns.tracking.runs import end_orphans  # runs builds on this module
+
+    with failures_named(uri, "ending runs whose process is gone"):
+        end_orphans(found.experiment_id)
 
 
 def artifact_root(uri: str) -> str | None:
@@ -176,7 +185,16 @@ def failures_named(uri: str, doing: str, after: str = ""):
         if after:
             raise TrackingUnavailable(f"{exc}{after}") from exc
         raise
-    except (MlflowException, requests.exceptions.RequestException, OSError) as exc:
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # it answered, without what it held before
+            raise TrackingUnavailable(
+                f"the MLflow tracking store {uri} answers but no longer holds what it needs while {doing} "
+                f"({short_reason(exc)}): a new or reset database?{after}"
+            ) from exc
+        raise TrackingUnavailable(
+            f"the MLflow tracking store {uri} failed while {doing} ({short_reason(exc)}){after}"
+        ) from exc
+    except (requests.exceptions.RequestException, OSError) as exc:
         raise TrackingUnavailable(
             f"the MLflow tracking store {uri} failed while {doing} ({short_reason(exc)}){after}"
         ) from exc

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
+from classic_cnns.errors import check_interrupted
 from classic_cnns.training.augment import epoch_data
 from classic_cnns.training.distribute import Placement, local_share
 
@@ -49,6 +50,20 @@ class Progress(keras.callbacks.Callback):
         shown = " ".join(f"{k} {v:.4f}" for k, v in self.last.items() if k != "epoch_seconds")
         if not self.quiet:
             print(f"{self.label} epoch {epoch + 1}/{self.total}: {shown} ({seconds:.1f} s)", flush=True)
+
+
+class Interruptible(keras.callbacks.Callback):
+    """Stops a training at the next batch after SIGTERM or Ctrl-C, also when Python dropped the
+    exception the signal raised (classic_cnns/errors.py)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        check_interrupted()
+
+    def on_test_batch_end(self, batch, logs=None):
+        check_interrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_interrupted()
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -130,7 +145,7 @@ def train_epochs(
                 validation_data=validation,
                 shuffle=False,
                 verbose=1 if progress_bar else 0,
-                callbacks=list(callbacks),
+                callbacks=[Interruptible(), *callbacks],
             )
             del x_epoch, y_epoch
             if model.stop_training:
