@@ -72,3 +72,32 @@ def test_an_experiment_whose_artifacts_went_to_a_temporary_folder_is_refused_in_
     mlflow.MlflowClient(uri).create_experiment("classic-cnns", artifact_location=lost)
     with pytest.raises(UserError, match="temporary folder DVC deletes.*mlflow experiments rename"):
         store.use_store("classic-cnns")
+
+
+def test_quick_mode_keeps_the_precision_params_yaml_chooses():
+    """`mixed_precision: auto` computes in bfloat16 only where measured faster; quick mode used to force float32."""
+    import re
+
+    import yaml
+
+    from tests.projects import ROOT
+
+    script = (ROOT / "experiments/quick.sh").read_text()
+    assert not re.search(r"-S \S*mixed_precision", script)
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["models"]["alexnet"]["mixed_precision"] == "auto"
+
+
+def test_the_readmes_exp_show_line_shows_each_experiments_state(pipeline_copy):
+    """Without the State column a failed (queued) experiment shows the baseline's accuracy as its own."""
+    import re
+    import shlex
+
+    from tests.projects import ROOT
+
+    (line,) = [s.strip() for s in (ROOT / "README.md").read_text().splitlines() if s.strip().startswith("dvc exp show")]
+    run(["git", "add", "-A"], pipeline_copy)
+    run(["git", "commit", "-qm", "results"], pipeline_copy)
+    shown = run([*shlex.split(line), "--csv"], pipeline_copy).stdout
+    header = shown.splitlines()[0].split(",")
+    assert header[:3] == ["Experiment", "Created", "State"], shown
+    assert any(re.fullmatch(r"reports/\w+/metrics.json:test_accuracy", column) for column in header), shown

@@ -114,10 +114,40 @@ def test_metrics_beyond_rounding_are_within_the_seed_spread_or_different(root):
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.83, "test_loss": 0.6}).encode()})
     assert verdicts(root)["reports/m/metrics.json"] == (
         verify.WITHIN,
-        "test accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)",
+        "test_accuracy 0.8 -> 0.83 (+3.00 points; seed spread 2.00)",
     )
     write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.70, "test_loss": 0.6}).encode()})
     assert verdicts(root)["reports/m/metrics.json"][0] == verify.DIFFERENT
+
+
+def test_each_moved_metric_is_named_and_judged_by_its_own_spread(root):
+    """A 1% change of test_loss or F1 with test accuracy unchanged is not "within the seed spread: test
+    accuracy 0.8 -> 0.8": the number that moved is named, and judged by its own spread or called different."""
+    for seed, loss in ((1, 0.58), (2, 0.60), (3, 0.62)):  # test_loss spread 0.02
+        write(
+            root,
+            {f"ablations/results/m-seed{seed}.json": json.dumps({"test_accuracy": 0.8, "test_loss": loss}).encode()},
+        )
+    write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.606}).encode()})
+    assert verdicts(root)["reports/m/metrics.json"] == (
+        verify.WITHIN,
+        "test_loss 0.6 -> 0.606 (+0.006; seed spread 0.02)",
+    )
+    write(root, {"reports/m/metrics.json": json.dumps({"test_accuracy": 0.80, "test_loss": 0.7}).encode()})
+    assert verdicts(root)["reports/m/metrics.json"] == (
+        verify.DIFFERENT,
+        "test_loss 0.6 -> 0.7 (+0.1; seed spread 0.02)",
+    )
+    write(
+        root,
+        {
+            "reports/m/metrics.json": json.dumps(
+                {"test_accuracy": 0.8, "test_loss": 0.6, "test_macro_f1": 0.79}
+            ).encode()
+        },
+    )
+    verdict, detail = verdicts(root)["reports/m/metrics.json"]
+    assert verdict == verify.DIFFERENT and detail == "test_macro_f1 None -> 0.79"
 
 
 def test_a_report_committed_without_rerunning_its_stage_is_different(root):
@@ -168,3 +198,11 @@ def test_close_is_relative():
     assert verify.json_deviation({"a": [1, 2.0, "x"]}, {"a": [1, 2.0, "y"]}) is None
     assert verify.csv_deviation(b"a,b\nx,1e-3\n", b"a,b\nx,0.0010001\n") == pytest.approx(1e-4 / 1.0001)
     assert verify.csv_deviation(b"a\n1\n", b"a\n1\n2\n") is None
+
+
+def test_a_moved_metric_without_a_seed_spread_is_different():
+    verdict, detail = verify.compare_metrics(
+        {"test_accuracy": 0.9923, "test_macro_f1": 0.9920}, {"test_accuracy": 0.9923, "test_macro_f1": 0.9821}, {}
+    )
+    assert verdict == verify.DIFFERENT
+    assert detail == "test_macro_f1 0.992 -> 0.9821 (-0.0099; no seed spread recorded for it)"
