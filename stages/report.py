@@ -15,7 +15,7 @@ from classic_cnns import outputs
 from classic_cnns.errors import run_stage
 from classic_cnns.params import load_or_exit
 from classic_cnns.paths import DIAGNOSTICS, FIGURES, REPORTS, model_file
-from classic_cnns.reporting import costs_page, render
+from classic_cnns.reporting import costs_page, figures, render
 from classic_cnns.reporting.report import build_blocks, load_results
 from classic_cnns.tracking import registry, runs, store
 
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
 def log_to_training_run(run_id: str, name: str, md) -> None:
     """The model's figures and the report beside its training's run, so the run holds what it showed."""
     client = mlflow.MlflowClient()
-    for figure in sorted(FIGURES.glob(f"{name}-*.png")):
+    for figure in figures.of_model(name):
         client.log_artifact(run_id, str(figure), artifact_path="figures")
     client.log_artifact(run_id, str(md), artifact_path="report")
 

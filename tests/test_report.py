@@ -295,3 +295,23 @@ def test_a_recipe_counts_its_warm_up_epochs_in_words():
     alexnet = load_params(ROOT / "params.yaml").model("alexnet")
     assert "after 1 warm-up epoch;" in recipe(alexnet.replace(warmup_epochs=1))
     assert "after 3 warm-up epochs;" in recipe(alexnet.replace(warmup_epochs=3))
+
+
+def test_a_models_figures_are_its_own_not_those_of_a_model_named_after_it(tmp_path, monkeypatch):
+    """The report stage attached every lenet5-*.png to LeNet-5's run, lenet5-fashion's figures included."""
+    from classic_cnns.reporting import figures
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports/figures").mkdir(parents=True)
+    for name in ("lenet5-confusion.png", "lenet5-filters.png", "lenet5-fashion-confusion.png", "alexnet-confusion.png"):
+        (tmp_path / "reports/figures" / name).write_bytes(b"png")
+    assert [p.name for p in figures.of_model("lenet5")] == ["lenet5-confusion.png", "lenet5-filters.png"]
+    assert [p.name for p in figures.of_model("lenet5-fashion")] == ["lenet5-fashion-confusion.png"]
+
+
+def test_a_model_named_after_its_dataset_is_not_named_twice_in_mlflow():
+    from classic_cnns.tracking.runs import model_name
+
+    assert model_name("lenet5", "mnist") == "lenet5-mnist"
+    assert model_name("lenet5-fashion", "fashion") == "lenet5-fashion"  # not lenet5-fashion-fashion
+    assert model_name("alexnet-mnist", "cifar10") == "alexnet-mnist-cifar10"

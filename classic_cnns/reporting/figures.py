@@ -15,6 +15,14 @@ import pandas as pd  # noqa: E402
 from classic_cnns import outputs  # noqa: E402
 from classic_cnns.paths import FIGURES  # noqa: E402
 
+KINDS = ("learning-curves", "confusion", "per-class", "misclassified", "filters")  # <model>-<kind>.png
+
+
+def of_model(name: str) -> list[Path]:
+    """The figures of model `name` that exist: exactly <name>-<kind>.png, never another model's whose
+    name starts with this one's (lenet5-fashion-confusion.png is not lenet5's)."""
+    return [FIGURES / f"{name}-{kind}.png" for kind in KINDS if (FIGURES / f"{name}-{kind}.png").exists()]
+
 
 def _save(fig, filename: str) -> Path:
     path = FIGURES / filename

@@ -19,7 +19,7 @@ import mlflow
 
 from classic_cnns import costs, paths
 from classic_cnns.tracking import registry
-from classic_cnns.tracking.runs import end_run, interrupted_status, owned_tags
+from classic_cnns.tracking.runs import end_run, interrupted_status, model_name, owned_tags
 
 EVALUATION_FILES = ("metrics.json", "evaluation.json", "per_class.csv", "confusion.csv")  # in reports/<name>/
 
@@ -41,8 +41,8 @@ def log_evaluation(name: str, metrics: dict, details: dict, cost: dict) -> None:
 
 
 def register(name: str, dataset: str, run_id: str, metrics: dict, full_quality: bool) -> None:
-    """The run's model registered as `<name>-<dataset>`, the run's record marked complete."""
-    registry.register(f"{name}-{dataset}", run_id, metrics["test_accuracy"], full_quality)
+    """The run's model registered under its MLflow name (runs.model_name), the run's record marked complete."""
+    registry.register(model_name(name, dataset), run_id, metrics["test_accuracy"], full_quality)
     mlflow.set_tag("evaluation", "complete")
 
 

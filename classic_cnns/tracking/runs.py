@@ -116,6 +116,12 @@ def end_run(status: str = "FINISHED") -> None:
         mlflow.end_run(status=status)
 
 
+def model_name(name: str, dataset: str) -> str:
+    """A model's name in MLflow (its runs and registered model): `<model>-<dataset>`, e.g.
+    lenet5-mnist, or the model's own name where it already ends with its dataset (lenet5-fashion)."""
+    return name if name == dataset or name.endswith(f"-{dataset}") else f"{name}-{dataset}"
+
+
 def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_id: str | None):
     """Continue the MLflow run of a resumed checkpoint, or start a new, fully tagged one; either
     way tagged with the process that now runs it (owned_tags)."""
@@ -130,7 +136,7 @@ def start_training_run(name: str, cfg, meta: dict, logged_params: dict, resume_i
                 mlflow.delete_tag("killed_reason")
             return run
     exp = os.environ.get("DVC_EXP_NAME")
-    run = mlflow.start_run(run_name=f"{name}-{cfg.dataset}" + (f" ({exp})" if exp else ""))
+    run = mlflow.start_run(run_name=model_name(name, cfg.dataset) + (f" ({exp})" if exp else ""))
     mlflow.log_params(logged_params)
     mlflow.set_tags(
         {
