@@ -4,6 +4,7 @@ nothing (README, "Reliability")."""
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -236,8 +237,10 @@ def test_a_server_back_with_a_new_database_is_named_so_and_a_rerun_logs_a_new_ru
         for line in train.stdout:
             seen.append(line)
             if line.startswith("lenet5 epoch 1/3"):
+                train.send_signal(signal.SIGSTOP)  # held while the server comes back, so it is back before the end
                 stop_server(server)
                 server = start_server(tmp_path / "new", port)  # an empty database
+                train.send_signal(signal.SIGCONT)
         train.wait(timeout=300)
         out, err = "".join(seen), train.stderr.read()
         assert train.returncode == 2, out + err

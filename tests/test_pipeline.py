@@ -220,8 +220,14 @@ def test_a_knob_reruns_exactly_its_readers_and_mlflow_keeps_every_run(pipeline_c
 
     assert json.loads((project / "reports/alexnet/evaluation.json").read_text())["test_views"] == 1
 
-    # an experiment's evaluation registers a version, but the champion stays the workspace's model
-    run([sys.executable, "-m", "stages.evaluate", "lenet5"], project, env={"DVC_EXP_NAME": "quick"})
+    # evaluating the same model again finds its version (one per run and accuracy)
+    run([sys.executable, "-m", "stages.evaluate", "lenet5"], project)
+    assert len(client.search_model_versions("name='lenet5-mnist'")) == 2
+    # an experiment's model gets a version of its own, but the champion stays the workspace's model
+    params["models"]["lenet5"]["epochs"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("train", "evaluate"):
+        run([sys.executable, "-m", f"stages.{stage}", "lenet5"], project, env={"DVC_EXP_NAME": "quick"})
     versions = client.search_model_versions("name='lenet5-mnist'")
     assert len(versions) == 3 and str(client.get_model_version_by_alias("lenet5-mnist", "champion").version) == "2"
     assert {str(v.version): v.tags.get("dvc_exp_name") for v in versions}["3"] == "quick"
