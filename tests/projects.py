@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -116,6 +117,18 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def run_queue(project: Path, *start_args: str, timeout_s: float = 900) -> str:
+    """`dvc queue start` the project's queued experiments and wait for all to end; `dvc queue status`."""
+    run(["dvc", "queue", "start", *start_args], project)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        time.sleep(3)
+    raise AssertionError(f"the queue did not finish in {timeout_s} s:\n{status}")
 
 
 def stage(name: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -3,13 +3,11 @@ artifacts where they survive the experiment's deleted workspace, and registered 
 
 from __future__ import annotations
 
-import time
-
 import mlflow
 import numpy as np
 import pytest
 
-from tests.projects import run, runs_by_name
+from tests.projects import run, run_queue, runs_by_name
 
 
 def assert_every_run_keeps_its_artifacts_and_versions_load(project, monkeypatch) -> None:
@@ -50,13 +48,7 @@ def test_a_queued_experiment_keeps_its_artifacts_and_registers_loadable_models(p
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "prepared"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "models.lenet5.learning_rate=0.003", "evaluate@lenet5"], project)
-    run(["dvc", "queue", "start"], project)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    status = run_queue(project, timeout_s=600)
     assert status.count("Success") == 1, status
     assert_every_run_keeps_its_artifacts_and_versions_load(project, monkeypatch)
 

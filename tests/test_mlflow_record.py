@@ -14,7 +14,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.projects import copy_project, run, runs_by_name
+from tests.projects import copy_project, run, run_queue, runs_by_name
 from tests.test_training import mlflow_runs, set_params
 
 STOPPED = "error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue"
@@ -144,13 +144,7 @@ def test_a_killed_queued_experiments_run_is_ended_killed_by_the_next_stage(prepa
     run(["git", "commit", "-qm", "prepared"], project)
     run(["dvc", "exp", "run", "--queue", "-S", "models.lenet5.epochs=2", "train@lenet5"], project)
     monkeypatch.setenv("CLASSIC_CNN_KILL_AFTER_EPOCH", "1")  # kill -9 after the first epoch
-    run(["dvc", "queue", "start"], project)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    status = run_queue(project, timeout_s=600)
     assert "Failed" in status, status
     (killed,) = mlflow_runs(project)
     assert killed.info.status == "RUNNING"  # nothing could end it, and its checkpoint went with its workspace

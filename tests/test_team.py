@@ -8,13 +8,12 @@ training run by the model file alone); and queued experiments run 2 at a time ag
 import json
 import sys
 import tarfile
-import time
 
 import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.projects import run
+from tests.projects import run, run_queue
 from tests.test_pipeline import DATA, EVERYTHING, ran
 
 
@@ -112,13 +111,7 @@ def test_queued_experiments_run_at_once_against_the_team_server(pipeline_copy, m
     rates = ["0.001", "0.003"]
     for rate in rates:
         run(["dvc", "exp", "run", "--queue", "-S", f"models.lenet5.learning_rate={rate}", "evaluate@lenet5"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
+    status = run_queue(project, "-j", "2", timeout_s=900)
     assert status.count("Success") == 2, status + queue_logs(project, status)
     experiment = client.get_experiment_by_name("classic-cnns")
     runs = client.search_runs([experiment.experiment_id], "attributes.run_name LIKE 'lenet5-mnist (%'")
