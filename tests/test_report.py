@@ -315,3 +315,26 @@ def test_a_model_named_after_its_dataset_is_not_named_twice_in_mlflow():
     assert model_name("lenet5", "mnist") == "lenet5-mnist"
     assert model_name("lenet5-fashion", "fashion") == "lenet5-fashion"  # not lenet5-fashion-fashion
     assert model_name("alexnet-mnist", "cifar10") == "alexnet-mnist-cifar10"
+
+
+def test_the_cost_comparison_is_of_the_notebooks_two_models_only():
+    """A LeNet-5 on a user's dataset trained last must not stand in for the notebook's LeNet-5
+    ("AlexNet infers at 1,961 against 900 images/s" used the Fashion run's numbers)."""
+
+    def record(arch, train, infer, latency):
+        return {
+            "architecture": arch,
+            "training": {"train_images_per_second": train, "device": "CPU"},
+            "metrics": {"inference_images_per_second": infer, "latency_ms_per_image": latency},
+        }
+
+    records = {
+        "lenet5": record("lenet5", 5000, 12000, 3.5),
+        "alexnet": record("alexnet", 550, 1961, 9.1),
+        "lenet5-fashion": record("lenet5", 4000, 900, 4.0),
+    }
+    (heading, (kind, text)) = costs_page.compare_blocks(records)
+    assert heading == ("h2", "How the two compare in cost") and kind == "p"
+    assert "against LeNet-5's 5,000" in text and "1,961 against 12,000 images/s" in text and "900" not in text
+    del records["lenet5"]
+    assert costs_page.compare_blocks(records) == []  # no notebook LeNet-5 here: no comparison

@@ -95,9 +95,10 @@ PER_MODEL = [
 
 
 def compare_blocks(records: dict[str, dict]) -> list[tuple]:
-    """LeNet-5 against AlexNet in time and memory, where both were trained and evaluated here."""
-    by_arch = {r["architecture"]: r for r in records.values()}
-    le, al = by_arch.get("lenet5"), by_arch.get("alexnet")
+    """The notebook's two models, LeNet-5 against AlexNet (the `models:` entries of those names), in time
+    and memory, where both were trained and evaluated here; never another model of the same
+    architecture (a LeNet-5 on a user's dataset)."""
+    le, al = (records.get(name) if records.get(name, {}).get("architecture") == name else None for name in ORDER)
     needed = ("train_images_per_second", "inference_images_per_second")
     if not (le and al) or any(k not in r["training"] | r["metrics"] for r in (le, al) for k in needed):
         return []
