@@ -338,3 +338,22 @@ def test_the_cost_comparison_is_of_the_notebooks_two_models_only():
     assert "against LeNet-5's 5,000" in text and "1,961 against 12,000 images/s" in text and "900" not in text
     del records["lenet5"]
     assert costs_page.compare_blocks(records) == []  # no notebook LeNet-5 here: no comparison
+
+
+def test_the_notebooks_questions_are_answered_about_its_two_models_only(monkeypatch):
+    """The five questions described LeNet-5 through a 3-epoch run of a LeNet-5 on Fashion-MNIST."""
+    from types import SimpleNamespace
+
+    from classic_cnns.reporting import questions
+
+    seen = []
+    monkeypatch.setattr(questions, "_lenet_answers", lambda le, al: seen.append((le["name"], al["name"])) or [])
+    monkeypatch.setattr(questions, "_alexnet_answers", lambda le, al: [])
+    results = {
+        name: {"name": name, "config": SimpleNamespace(architecture=arch)}
+        for name, arch in (("lenet5", "lenet5"), ("alexnet", "alexnet"), ("lenet5-fashion", "lenet5"))
+    }
+    assert questions.question_blocks(results)[0][0] == "h2"
+    assert seen == [("lenet5", "alexnet")]
+    del results["lenet5"]
+    assert questions.question_blocks(results) == []

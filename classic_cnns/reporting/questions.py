@@ -37,12 +37,16 @@ def _layers_with_weights(arch: pd.DataFrame) -> int:
     return int((arch["parameters"] > 0).sum())
 
 
+NOTEBOOK = ("lenet5", "alexnet")  # the notebook's models: models.lenet5 (LeNet-5), models.alexnet (AlexNet)
+
+
 def question_blocks(results: dict[str, dict]) -> list[tuple]:
-    """The reference notebook's five questions, each answered with this run's numbers."""
-    by_arch = {r["config"].architecture: r for r in results.values()}
-    if not {"lenet5", "alexnet"} <= set(by_arch):
+    """The reference notebook's five questions, each answered with this run's numbers: about the
+    notebook's two models (the `models:` entries lenet5 and alexnet), never another model of the same
+    architecture, such as a LeNet-5 on a user's dataset."""
+    le, al = (results.get(n) if n in results and results[n]["config"].architecture == n else None for n in NOTEBOOK)
+    if not (le and al):
         return []
-    le, al = by_arch["lenet5"], by_arch["alexnet"]
     return (
         [("h2", "The notebook's five questions, answered from this run")]
         + _lenet_answers(le, al)
