@@ -114,3 +114,4 @@ def test_a_store_that_cannot_be_written_is_named_before_any_training(prepared_pr
     (line,) = result.stderr.strip().splitlines()
     assert "cannot be written (attempt to write a readonly database)" in line and "MLFLOW_TRACKING_URI" in line
     assert "epoch" not in result.stdout
+    assert (tmp_path / "store.db.lock").exists() and not (prepared_project / "file:").exists()  # lock beside the db

@@ -89,6 +89,14 @@ def check_signed_in(uri: str, timeout_s: float) -> None:
         return  # answered /health a moment ago: a store failure is named where it happens
 
 
+def database_file(uri: str) -> Path:
+    """The file of a sqlite:/// store, also when named as an SQLite URI (sqlite:///file:/x.db?mode=ro&uri=true)."""
+    database = uri.removeprefix("sqlite:///")
+    if database.startswith("file:"):
+        database = database.removeprefix("file:").split("?", 1)[0]
+    return Path(database)
+
+
 @contextlib.contextmanager
 def store_lock(uri: str):
     """For a SQLite store, an exclusive lock on <db>.lock: MLflow creates and migrates the schema of
@@ -96,7 +104,7 @@ def store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock = Path(f"{database_file(uri)}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock):
         yield
@@ -135,7 +143,7 @@ def artifact_root(uri: str) -> str | None:
     (a file URI). None for a server, which decides for itself."""
     if not uri.startswith("sqlite:///"):
         return None
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return (database_file(uri).resolve().parent / "mlruns").as_uri()
 
 
 def check_artifact_location(experiment) -> None:
