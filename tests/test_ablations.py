@@ -229,6 +229,7 @@ def assert_mlflow_holds_the_grid(project, claims: list[dict]):
         "lenet5-tanh-max-seed2",
     ]
     assert {r.data.tags["ablation_variant"] for r in children} == {"lenet5-tanh-avg", "lenet5-tanh-max"}
+    assert all(r.data.tags["process.pid"].isdigit() and r.info.status == "FINISHED" for r in children)  # orphan rule
     assert all(
         r.data.tags["ablation_groups"] == "capacity,pooling,relu-vs-tanh"
         for r in children

@@ -193,18 +193,19 @@ def run_cell(params, variant: str, seed: int) -> dict:
             **environment.describe(),
             "architecture": cfg.architecture,
             **runs.dataset_tags(meta),
+            **runs.owned_tags(),  # a killed cell's run is ended by the next stage (runs.end_orphans)
         },
     )
-    runs.log_dataset(meta, "training")
-    grid_knobs = {f"ablations.{k}": v for k, v in budget(params).items()}
-    mlflow.log_params({**{f"model.{k}": v for k, v in cfg.asdict().items()}, **grid_knobs, "seed": seed})
     loggers = []
 
     def log_epochs(progress):
         loggers.append(EpochLogger(f"{variant} (seed {seed})", progress, run.info.run_id))
         return loggers
 
-    try:
+    try:  # from the run's start: a stop is never left to MLflow's exit hook, which ends a run FINISHED
+        runs.log_dataset(meta, "training")
+        grid_knobs = {f"ablations.{k}": v for k, v in budget(params).items()}
+        mlflow.log_params({**{f"model.{k}": v for k, v in cfg.asdict().items()}, **grid_knobs, "seed": seed})
         result = train_cell(params, variant, seed, observers=log_epochs)
         if result["outcome"] != "learned":
             mlflow.set_tags({"failure_reason": result["outcome"], "failure_epoch": str(result["failure_epoch"])})
