@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -96,20 +97,30 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
         start_new_session=True,
     )
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and server.poll() is None:  # exited: e.g. the port still held
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return server
         except OSError:
             time.sleep(0.5)
     server.kill()
-    raise AssertionError("the MLflow server did not start")
+    raise AssertionError(f"the MLflow server did not start (exit status {server.poll()})")
 
 
-def stop_server(server: subprocess.Popen) -> None:
+def stop_server(server: subprocess.Popen, port: int) -> None:
+    """Kill the server and its workers, as a crash would, and wait until nothing listens on the port:
+    a worker still dying would answer start_server's check and keep the next server off the port."""
     if server.poll() is None:
-        os.killpg(server.pid, 9)  # the server and its workers, as a crash would
+        os.killpg(server.pid, 9)
         server.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"port {port} still answers after the MLflow server was killed")
 
 
 def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepared_project, tmp_path, monkeypatch):
@@ -130,7 +141,7 @@ def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepa
         for line in train.stdout:
             seen.append(line)
             if line.startswith("lenet5 epoch 1/3"):
-                stop_server(server)
+                stop_server(server, port)
         train.wait(timeout=300)
         out, err = "".join(seen), train.stderr.read()
         assert train.returncode == 2, out + err
@@ -151,7 +162,7 @@ def test_a_server_that_dies_mid_training_costs_no_epoch_and_logs_each_once(prepa
             assert [m.step for m in client.get_metric_history(finished.info.run_id, key)] == [1, 2, 3]
         assert (project / "models/lenet5/model.keras").exists()
     finally:
-        stop_server(server)
+        stop_server(server, port)
 
 
 WORKER = """
@@ -238,7 +249,7 @@ def test_a_server_back_with_a_new_database_is_named_so_and_a_rerun_logs_a_new_ru
             seen.append(line)
             if line.startswith("lenet5 epoch 1/3"):
                 train.send_signal(signal.SIGSTOP)  # held while the server comes back, so it is back before the end
-                stop_server(server)
+                stop_server(server, port)
                 server = start_server(tmp_path / "new", port)  # an empty database
                 train.send_signal(signal.SIGCONT)
         train.wait(timeout=300)
@@ -254,4 +265,4 @@ def test_a_server_back_with_a_new_database_is_named_so_and_a_rerun_logs_a_new_ru
         assert finished.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(finished.info.run_id, "loss")] == [1, 2, 3]
     finally:
-        stop_server(server)
+        stop_server(server, port)
