@@ -4,6 +4,7 @@ the fix) and a non-zero exit status. The traceback is printed too with CLASSIC_C
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import os
 import shutil
@@ -99,7 +100,7 @@ def _interruption(signum: int) -> KeyboardInterrupt:
 
 def _on_signal(signum, frame):
     _Signals.pending = _Signals.pending or signum
-    if _Signals.held or _Signals.raised:
+    if _Signals.held > 0 or _Signals.raised:
         return
     _Signals.raised = True
     raise _interruption(signum)
@@ -121,9 +122,16 @@ def _install() -> dict:
     return {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
+def is_interruption(exc: BaseException) -> bool:
+    """Whether `exc` stops the stage for SIGTERM or Ctrl-C: the signal's own exception, or any exception
+    once one was raised into the stage (a library may turn it into its own: Keras made a TypeError of
+    it while tracing a layer's call)."""
+    return isinstance(exc, KeyboardInterrupt) or bool(_Signals.pending and _Signals.raised)
+
+
 def check_interrupted() -> None:
     """Raise the signal that arrived and has not stopped the stage yet (or was dropped by Python)."""
-    if _Signals.pending and not _Signals.held:
+    if _Signals.pending and _Signals.held <= 0:
         _Signals.raised = True
         raise _interruption(_Signals.pending)
 
@@ -136,10 +144,47 @@ def finishing() -> None:
     _Signals.held += 1
 
 
-def hold_signals_while_starting() -> None:
+def hold() -> None:
+    """From here to `release()` a signal is recorded, not raised (see signals_held)."""
+    _Signals.held += 1
+
+
+def release() -> None:
+    """A signal recorded since `hold()` stops the stage at its next check_interrupted()."""
+    _Signals.held -= 1
+
+
+@contextlib.contextmanager
+def signals_held():
+    """A block that a signal must not cut: library code that turns an exception raised inside it into
+    another, prints it, or hangs (TensorFlow's C++ calling back into Python: "SystemError: <built-in
+    function __import__> returned a result with an exception set"; Keras tracing a layer: TypeError).
+    A signal waits for the block's end, or its next check_interrupted_while_held(), and stops the
+    stage there."""
+    hold()
+    try:
+        yield
+    finally:
+        release()
+    check_interrupted()
+
+
+def check_interrupted_while_held() -> None:
+    """Inside signals_held: stop here if a signal came. For the block's safe points (a Keras batch's
+    end: classic_cnns/training/loop.py's Interruptible)."""
+    release()
+    try:
+        check_interrupted()
+    finally:
+        hold()
+
+
+def hold_signals_while_starting(early: list[int] = ()) -> None:
     """Called as `python -m stages.<name>` starts, before its imports (seconds for TensorFlow): a
-    signal then is recorded, and run_stage stops the stage with it in one line before any work."""
-    _Signals.pending, _Signals.held, _Signals.raised, _Signals.whole_process = None, 1, False, True
+    signal then (or one of `early`, which came before this call) is recorded, and run_stage stops
+    the stage with it in one line before any work."""
+    _Signals.pending = early[0] if early else None
+    _Signals.held, _Signals.raised, _Signals.whole_process = 1, False, True
     _install()
 
 
@@ -184,13 +229,21 @@ def _run(main: Callable[[list[str]], int], argv: list[str] | None) -> int:
             print(f"{name} arrived as the stage finished: its work is complete", file=sys.stderr)
         return status
     except Terminated:
-        print("error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue", file=sys.stderr)
-        return 143
+        return _stopped(signal.SIGTERM)
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C); what was finished is kept: rerun the stage to continue", file=sys.stderr)
-        return 130
+        return _stopped(signal.SIGINT)
     except Exception as exc:  # every failure ends as one line and a status
+        if is_interruption(exc):
+            return _stopped(_Signals.pending)
         if os.environ.get(TRACEBACK_ENV):
             traceback.print_exc(file=sys.stderr)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, UserError) or is_disk_full(exc) else 1
+
+
+def _stopped(signum: int) -> int:
+    if signum == signal.SIGTERM:
+        print("error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue", file=sys.stderr)
+        return 143
+    print("error: interrupted (Ctrl-C); what was finished is kept: rerun the stage to continue", file=sys.stderr)
+    return 130

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from classic_cnns.errors import DiskFull, UserError, is_disk_full
+from classic_cnns.errors import DiskFull, UserError, is_disk_full, signals_held
 
 
 def temporary_name(path: Path) -> Path:
@@ -104,7 +104,8 @@ def load_keras_model(path: Path | str, made_by: str, compile: bool = True):
             damaged = archive.testzip()
         if damaged:
             raise ValueError(f"{damaged} in the archive fails its CRC check")
-        return keras.models.load_model(path, compile=compile)
+        with signals_held():  # raised inside Keras, a signal would come out as a broken file
+            return keras.models.load_model(path, compile=compile)
     except zipfile.BadZipFile:
         raise UserError(
             f"{path} is broken (not a whole .keras archive: truncated?); restore it with {restore}"

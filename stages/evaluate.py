@@ -19,7 +19,7 @@ import numpy as np
 
 from classic_cnns import environment, outputs, paths
 from classic_cnns.data.prepared import load_split
-from classic_cnns.errors import check_interrupted, finishing, run_stage
+from classic_cnns.errors import check_interrupted, finishing, run_stage, signals_held
 from classic_cnns.evaluation import results, scores
 from classic_cnns.evaluation.tta import predict, tta_views
 from classic_cnns.params import load_or_exit, stage_args
@@ -59,10 +59,10 @@ def score(params, name: str, cfg, model, model_file, meta: dict, x_test, y_test)
     """Score the model and write the stage's outputs: (metrics, details, cost, the test views)."""
     batch = params.evaluate.batch_size
     views = tta_views(cfg, params.evaluate.tta(name))
-    single, images_per_second = scores.timed_predict(model, x_test, batch)
-    check_interrupted()
-    probs = predict(model, x_test, views, batch, centre=single)
-    check_interrupted()
+    with signals_held():  # TensorFlow's work: a signal stops it at the next batch's end
+        single, images_per_second = scores.timed_predict(model, x_test, batch)
+        probs = predict(model, x_test, views, batch, centre=single)
+        latency = scores.latency_ms(model, x_test)
     metrics, *tables = scores.score(probs, y_test, meta["classes"])
     metrics["test_accuracy_single_view"] = scores.accuracy_and_loss(single, y_test)["accuracy"]
     details = {
@@ -73,7 +73,7 @@ def score(params, name: str, cfg, model, model_file, meta: dict, x_test, y_test)
     }
     cost = {
         "inference_images_per_second": round(images_per_second, 1),
-        "latency_ms_per_image": round(scores.latency_ms(model, x_test), 3),
+        "latency_ms_per_image": round(latency, 3),
         "device": environment.device(),
         "keras_backend": keras.backend.backend(),
         **{f"inference_{k}": v for k, v in environment.peak_memory_mb().items()},

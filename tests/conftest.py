@@ -125,8 +125,48 @@ def fixture_data(tmp_path_factory):
     return folder, sums
 
 
+@pytest.fixture(autouse=True)
+def no_mlflow_experiment_from_an_earlier_test(monkeypatch):
+    """mlflow.set_experiment (a stage's use_store, called in-process) exports MLFLOW_EXPERIMENT_ID and
+    keeps the experiment active: a later test in this process, on another store, would use it."""
+    import mlflow.tracking.fluent
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")  # restored (to unset) after the test
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+
+
 @pytest.fixture(scope="session")
-def project_env(tmp_path_factory, fixture_data) -> dict[str, str]:
+def warm_stages():
+    """Every `python -m stages.<name>` of this test process's session, from a test or from `dvc`,
+    starts warm: forked by a server (one per xdist worker) that loaded the frameworks once
+    (classic_cnns/warm.py; tests/test_warm.py shows it runs a stage as a cold start would). A stage
+    with another backend or load-time environment starts cold; a test whose point is the cold
+    start itself removes the variable (monkeypatch.delenv(warm.SOCKET_ENV))."""
+    from classic_cnns import warm
+
+    folder = Path(tempfile.mkdtemp(prefix="warm-"))  # a short path: a socket's is at most 107 bytes
+    sock = folder / "stages.sock"
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "classic_cnns.warm", str(sock)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sock.exists(), (folder / "server.log").read_text()
+    os.environ[warm.SOCKET_ENV] = str(sock)
+    yield sock
+    del os.environ[warm.SOCKET_ENV]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, 9)
+    server.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def project_env(tmp_path_factory, fixture_data, warm_stages) -> dict[str, str]:
     """What a test project's stages and `dvc` run with: the fixtures served over http on 127.0.0.1
     as the data mirror, their checksums, this Python's scripts first on PATH."""
     mirror, sums = fixture_data
@@ -238,8 +278,9 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(items):
     """Tests that run the stages or `dvc` on a test project are `slow`: `pytest -m "not slow"` is the
-    edit-test loop (README). The longest tests go first, so that the xdist workers finish together."""
+    edit-test loop (README). The others go first, so that a plain mistake fails in the first minute;
+    then the longest, so that the xdist workers finish together."""
     for item in items:
         if PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: item.name not in LONGEST_FIRST)
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is not None, item.name not in LONGEST_FIRST))

@@ -80,6 +80,7 @@ def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
         "prepare@shapes",
         "train@lenet5",
         "evaluate@lenet5",
+        "section@lenet5",
         "report",
     }
     assert "lenet5: lenet5 on Tiny shapes (non-official local copy)" in out
@@ -107,3 +108,62 @@ def assert_the_report_names_only_the_users_dataset(report: str) -> None:
     assert re.search(r"\| circle \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 20 \|", report)
     assert "LeNet-5 scores" in report and "on Tiny shapes (non-official local copy) and AlexNet" in report
     assert "MNIST" not in report and "LeCun" not in report  # no dataset or paper the run did not use
+
+
+def test_a_third_model_on_a_users_dataset_gets_its_own_section_names_and_figures(pipeline_copy):
+    """The README's steps alone: a `data:` entry, a `models:` entry beside the notebook's two and its
+    test-time augmentation. DVC runs only the new model's stages and the report (whose inputs are
+    every model's section); nothing of it is mixed with MNIST's LeNet-5."""
+    project = pipeline_copy
+    write_shapes(project / "data/external/shapes.npz")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["shapes"] = {
+        "source": "data/external/shapes.npz",
+        "title": "Tiny shapes",
+        "classes": SHAPES,
+        "image_shape": [16, 16, 3],
+        "pad": 2,
+    }
+    params["models"]["lenet5-shapes"] = {**params["models"]["lenet5"], "dataset": "shapes"}
+    params["evaluate"]["test_time_augmentation"]["lenet5-shapes"] = False
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    report_before = (project / "reports/report.md").read_text()
+
+    out = run(["dvc", "repro"], project).stdout
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
+        "download@shapes",
+        "prepare@shapes",
+        "train@lenet5-shapes",
+        "evaluate@lenet5-shapes",
+        "section@lenet5-shapes",
+        "report",
+    }
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], project).stdout
+
+    report = (project / "reports/report.md").read_text()
+    own = report[report.index("## LeNet-5 (lenet5-shapes) on Tiny shapes (non-official local copy)") :]
+    own = own[: own.index("\n## ", 1)]
+    assert re.search(r"\| circle \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 20 \|", own)
+    assert "](sections/lenet5-shapes/lenet5-shapes-confusion.png)" in own and "MNIST" not in own
+    # MNIST's LeNet-5 keeps its section and the notebook's questions, word for word
+    mnist = report_before[report_before.index("## LeNet-5 on ") :]
+    mnist = mnist[: mnist.index("\n## ", 1)]
+    assert mnist in report
+    questions = report_before[report_before.index("## The notebook's five questions") :]
+    assert questions[: questions.index("\n## ", 1)] in report
+    assert "Tiny shapes" in report[: report.index("## The notebook's five questions")]  # its side-by-side column
+
+    costs = (project / "reports/costs.md").read_text()
+    assert "Tiny shapes" in costs
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("classic-cnns").experiment_id
+    (run_,) = client.search_runs([experiment], filter_string="tags.model = 'lenet5-shapes'")
+    assert run_.info.run_name == "lenet5-shapes" and run_.info.status == "FINISHED"
+    (version,) = client.search_model_versions("name = 'lenet5-shapes'")
+    assert version.run_id == run_.info.run_id
+    figures = {a.path for a in client.list_artifacts(run_.info.run_id, "figures")}
+    assert "figures/lenet5-shapes-confusion.png" in figures
+    assert all(f.startswith("figures/lenet5-shapes-") for f in figures)
+    (mnist_run,) = client.search_runs([experiment], filter_string="tags.model = 'lenet5'")
+    assert not [a for a in client.list_artifacts(mnist_run.info.run_id, "figures") if "shapes" in a.path]

@@ -43,8 +43,9 @@ STAGE_OUTPUTS = [
     "reports/alexnet/predictions.csv",
     "reports/report.md",
     "reports/report.html",
-    "reports/figures/lenet5-learning-curves.png",
-    "reports/figures/alexnet-confusion.png",
+    "reports/sections/lenet5/lenet5-learning-curves.png",
+    "reports/sections/alexnet/alexnet-confusion.png",
+    "reports/sections/alexnet/summary.json",
 ]
 
 
@@ -62,6 +63,8 @@ EVERYTHING = {
     "evaluate@lenet5",
     "evaluate@alexnet",
     "diagnose",
+    "section@lenet5",
+    "section@alexnet",
     "report",
 }
 DATA = {"download@mnist", "download@cifar10", "prepare@mnist", "prepare@cifar10"}
@@ -206,7 +209,14 @@ def test_a_knob_reruns_exactly_its_readers_and_mlflow_keeps_every_run(pipeline_c
     params["evaluate"]["test_time_augmentation"]["alexnet"] = False  # read by AlexNet's evaluation only
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = run(["dvc", "repro"], project)
-    assert ran(third.stdout) == {"train@lenet5", "evaluate@lenet5", "evaluate@alexnet", "report"}
+    assert ran(third.stdout) == {
+        "train@lenet5",
+        "evaluate@lenet5",
+        "evaluate@alexnet",
+        "section@lenet5",
+        "section@alexnet",
+        "report",
+    }
     client, runs = runs_by_name(project)
     assert len(runs["lenet5-mnist"]) == 2 and len(runs["alexnet-cifar10"]) == 1 and len(runs["report"]) == 2
     assert len(client.search_model_versions("name='lenet5-mnist'")) == 2

@@ -70,7 +70,7 @@ def assert_the_run_holds_its_files_and_dataset(client, r, model: str) -> None:
     assert tags["title"] == r.data.tags["dataset_title"]
 
 
-def test_a_runs_model_loads_through_the_store_and_the_registry_names_the_champion(pipeline, monkeypatch):
+def test_a_runs_model_loads_through_the_store_and_the_registry_names_the_champion(pipeline, monkeypatch, capfd):
     root = pipeline.root
     metrics = metrics_of(root)
     client, runs = runs_by_name(root)
@@ -84,9 +84,18 @@ def test_a_runs_model_loads_through_the_store_and_the_registry_names_the_champio
     loaded = mlflow.pyfunc.load_model(lenet.data.tags["model_uri"])
     with np.load(root / "data/prepared/mnist.npz") as data:
         x = data["x_test"][:5].astype("float32")
+    capfd.readouterr()
     probs = np.asarray(loaded.predict(x))
+    assert capfd.readouterr().out == ""  # no Keras progress bar (MLflow's keras flavor prints one)
     assert probs.shape == (5, 10)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    keras_model = loaded.unwrap_python_model().model
+    assert np.allclose(keras_model.predict(x, verbose=0), probs)
+    # the input example says the scale: raw pixels 0-255 (the registered version's description too)
+    example = mlflow.models.Model.load(lenet.data.tags["model_uri"]).load_input_example(
+        mlflow.artifacts.download_artifacts(lenet.data.tags["model_uri"])
+    )
+    assert example.shape == (1, 32, 32, 1) and example.min() == 0.0 and example.max() == 255.0
 
     for registered in ("lenet5-mnist", "alexnet-cifar10"):
         (version,) = client.search_model_versions(f"name='{registered}'")
@@ -94,6 +103,7 @@ def test_a_runs_model_loads_through_the_store_and_the_registry_names_the_champio
         assert version.tags["test_accuracy"] == f"{metrics[model]['test_accuracy']:.4f}"
         assert version.run_id == runs[registered][0].info.run_id
         assert client.get_model_version_by_alias(registered, "champion").version == version.version
+        assert "raw pixel values 0-255, not scaled to 0-1" in version.description
 
 
 def test_the_report_run_holds_the_report_and_a_server_lists_every_run_and_model(pipeline):
@@ -104,6 +114,7 @@ def test_the_report_run_holds_the_report_and_a_server_lists_every_run_and_model(
         "report/report.md",
         "report/report.html",
         "report/figures",
+        "report/sections",
     }
 
     listed = query_mlflow_server(root)

@@ -10,7 +10,7 @@ import pytest
 from classic_cnns.model.networks import build, layer_table
 from classic_cnns.params import load_params
 from classic_cnns.reporting import costs_page
-from stages import report
+from stages import report, section
 from tests.projects import ROOT
 from tests.report_tables import assert_costs_match, assert_gpu_table_matches, assert_side_by_side_matches
 
@@ -132,6 +132,13 @@ def write_evaluation_outputs(root, name: str, classes: list[str], y_test: np.nda
     pd.DataFrame(matrix, index=pd.Index(classes, name="actual"), columns=classes).to_csv(out / "confusion.csv")
 
 
+def build_report() -> int:
+    """What `dvc repro report` runs: each model's section (stage `section`), then the report."""
+    for name in load_params("params.yaml").models:
+        assert section.main([name]) == 0
+    return report.main([])
+
+
 @pytest.fixture
 def fixture_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -141,7 +148,7 @@ def fixture_root(tmp_path, monkeypatch):
 
 def test_report_is_built_from_the_metrics_files(fixture_root):
     write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
-    assert report.main([]) == 0
+    assert build_report() == 0
     md = (fixture_root / "reports/report.md").read_text()
     assert "99.12%" in md and "85.34%" in md
     assert "61,706" in md
@@ -168,7 +175,7 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
 def test_the_report_holds_results_and_costs_md_holds_costs(fixture_root):
     """DVC hashes report.md, so no timing is in it; costs.md (not a DVC output) holds each record's."""
     write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
-    assert report.main([]) == 0
+    assert build_report() == 0
     md = (fixture_root / "reports/report.md").read_text()
     for cost in ("12.5 s", "160 images/s", "1,000 images/s", "1.50 ms", "1,234 MB", "CPU: fixture"):
         assert cost not in md
@@ -186,7 +193,7 @@ def test_the_report_holds_results_and_costs_md_holds_costs(fixture_root):
     record = json.loads((fixture_root / "reports/costs/train-alexnet.json").read_text())
     record.update(train_seconds=99.0, train_images_per_second=20.2, device="CPU: other")
     (fixture_root / "reports/costs/train-alexnet.json").write_text(json.dumps(record))
-    assert report.main([]) == 0
+    assert build_report() == 0
     assert (fixture_root / "reports/report.md").read_text() == before
     assert_costs_match(fixture_root, ["lenet5", "alexnet"])
     assert "(on different devices)" in (fixture_root / "reports/costs.md").read_text()
@@ -235,14 +242,14 @@ def test_the_report_follows_the_files_it_is_built_from(fixture_root):
     metrics = json.loads((fixture_root / "reports/alexnet/metrics.json").read_text())
     metrics["test_accuracy"] = 0.4321
     (fixture_root / "reports/alexnet/metrics.json").write_text(json.dumps(metrics))
-    assert report.main([]) == 0
+    assert build_report() == 0
     md = (fixture_root / "reports/report.md").read_text()
     assert "43.21%" in md and "85.34%" not in md and "views" not in md
 
     # test-time augmentation is named, with the single-view accuracy beside it
     metrics.update(test_views=10, test_accuracy_single_view=0.4123)
     (fixture_root / "reports/alexnet/metrics.json").write_text(json.dumps(metrics))
-    assert report.main([]) == 0
+    assert build_report() == 0
     md = (fixture_root / "reports/report.md").read_text()
     assert (
         "43.21% (of 40 images); averaged over 10 views of each image (test-time augmentation), single view 41.23%" in md
@@ -262,7 +269,7 @@ def gpu_section(root, **run) -> str:
     (root / "bench/results").mkdir(parents=True, exist_ok=True)
     record = {"device": "GPU: Fixture 1", "models": [{**GPU_RUN, **run}]}
     (root / "bench/results/device-jax.json").write_text(json.dumps(record))
-    assert report.main([]) == 0
+    assert build_report() == 0
     assert "Did GPUs matter" not in (root / "reports/report.md").read_text()
     assert_gpu_table_matches(root, {"lenet5": "LeNet-5", "alexnet": "AlexNet"})
     md = (root / "reports/costs.md").read_text()
@@ -283,10 +290,22 @@ def assert_the_gpu_section_compares_only_like_with_like(root) -> None:
         assert "none of them on the same data for the same epochs" in section
 
 
-def test_missing_inputs_name_the_stage_to_run(fixture_root):
+def test_missing_inputs_name_the_stage_to_run(fixture_root, capsys):
     write_fixture_outputs(fixture_root, {"lenet5": 0.99, "alexnet": 0.85})
-    (fixture_root / "reports/alexnet/metrics.json").unlink()
+    metrics = fixture_root / "reports/alexnet/metrics.json"
+    kept = metrics.read_bytes()
+    metrics.unlink()
+    assert section.main(["lenet5"]) == 0
+    for stage in (lambda: section.main(["alexnet"]), lambda: report.main([])):
+        assert stage() == 2
+        assert "reports/alexnet lacks metrics.json: run `dvc repro` (train@alexnet and evaluate@alexnet)" in (
+            capsys.readouterr().err
+        )
+    metrics.write_bytes(kept)  # the outputs whole, but no section of AlexNet yet
     assert report.main([]) == 2
+    assert "reports/sections/alexnet lacks section.md or summary.json: run `dvc repro section@alexnet`" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_recipe_counts_its_warm_up_epochs_in_words():
@@ -302,9 +321,10 @@ def test_a_models_figures_are_its_own_not_those_of_a_model_named_after_it(tmp_pa
     from classic_cnns.reporting import figures
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "reports/figures").mkdir(parents=True)
     for name in ("lenet5-confusion.png", "lenet5-filters.png", "lenet5-fashion-confusion.png", "alexnet-confusion.png"):
-        (tmp_path / "reports/figures" / name).write_bytes(b"png")
+        model = name.rsplit("-", 1)[0]
+        (tmp_path / "reports/sections" / model).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "reports/sections" / model / name).write_bytes(b"png")
     assert [p.name for p in figures.of_model("lenet5")] == ["lenet5-confusion.png", "lenet5-filters.png"]
     assert [p.name for p in figures.of_model("lenet5-fashion")] == ["lenet5-fashion-confusion.png"]
 

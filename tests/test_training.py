@@ -139,7 +139,8 @@ def test_a_network_that_cannot_learn_fails_with_its_symptom(prepared_project):
 def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run_and_runs_repeat(prepared_project, monkeypatch):
     project = prepared_project
     set_params(project, epochs=3, learning_rate=0.001)
-    stage("train", "lenet5", cwd=project)
+    trained = stage("train", "lenet5", cwd=project)
+    assert trained.stderr == ""  # nothing but its own lines: no MLflow progress bars or warnings
     reference = weights(project)
     reference_bytes = (project / "models/lenet5/model.keras").read_bytes()
     reference_history = (project / "reports/lenet5/history.csv").read_text()

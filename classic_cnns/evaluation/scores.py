@@ -12,6 +12,9 @@ import time
 import numpy as np
 import pandas as pd
 
+from classic_cnns.errors import check_interrupted_while_held
+from classic_cnns.training.loop import Interruptible
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
@@ -55,9 +58,9 @@ def score(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[dict, n
 
 def timed_predict(model, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
     """Probabilities for x and the images/s it took (after one warm-up batch that builds the model)."""
-    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    model.predict(x[:batch_size], batch_size=batch_size, verbose=0, callbacks=[Interruptible()])
     started = time.perf_counter()
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Interruptible()])
     return probs, len(x) / (time.perf_counter() - started)
 
 
@@ -68,4 +71,5 @@ def latency_ms(model, x: np.ndarray, calls: int = 50, warmup: int = 5) -> float:
         started = time.perf_counter()
         model(x[i % len(x)][None], training=False)
         times.append(time.perf_counter() - started)
+        check_interrupted_while_held()
     return 1000 * float(np.median(times[warmup:]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from classic_cnns.training.augment import shift
+from classic_cnns.training.loop import Interruptible
 
 
 def tta_views(cfg, enabled: bool) -> list[tuple[int, int, bool]]:
@@ -32,6 +33,7 @@ def predict(
         view = shift(x, pad, pad + dy, pad + dx) if pad else x
         if mirrored:
             view = view[:, :, ::-1]
-        probs = model.predict(np.ascontiguousarray(view, dtype="float32"), batch_size=batch_size, verbose=0)
+        view = np.ascontiguousarray(view, dtype="float32")
+        probs = model.predict(view, batch_size=batch_size, verbose=0, callbacks=[Interruptible()])
         total = probs if total is None else total + probs
     return total / len(views)

@@ -1,4 +1,5 @@
-"""The report's figures, as PNGs in reports/figures/ (no timestamps: same results, same bytes)."""
+"""The report's figures as PNGs (no timestamps: same results, same bytes): a model's in its section's
+folder, reports/sections/<name>/; the report's own (the diagnosis) in reports/figures/."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from classic_cnns import outputs  # noqa: E402
-from classic_cnns.paths import FIGURES  # noqa: E402
+from classic_cnns.paths import FIGURES, SECTIONS  # noqa: E402
 
 KINDS = ("learning-curves", "confusion", "per-class", "misclassified", "filters")  # <model>-<kind>.png
 
@@ -21,11 +22,12 @@ KINDS = ("learning-curves", "confusion", "per-class", "misclassified", "filters"
 def of_model(name: str) -> list[Path]:
     """The figures of model `name` that exist: exactly <name>-<kind>.png, never another model's whose
     name starts with this one's (lenet5-fashion-confusion.png is not lenet5's)."""
-    return [FIGURES / f"{name}-{kind}.png" for kind in KINDS if (FIGURES / f"{name}-{kind}.png").exists()]
+    folder = SECTIONS / name
+    return [folder / f"{name}-{kind}.png" for kind in KINDS if (folder / f"{name}-{kind}.png").exists()]
 
 
-def _save(fig, filename: str) -> Path:
-    path = FIGURES / filename
+def _save(fig, filename: str, folder: Path = FIGURES) -> Path:
+    path = folder / filename
     fig.tight_layout()
     with outputs.atomic(path) as tmp:
         fig.savefig(tmp, dpi=110, metadata={"Software": None})
@@ -43,7 +45,7 @@ def learning_curves(name: str, history: pd.DataFrame) -> Path:
         ax.set_title(f"{name}: {metric}")
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, f"{name}-learning-curves.png")
+    return _save(fig, f"{name}-learning-curves.png", SECTIONS / name)
 
 
 def confusion(name: str, matrix: pd.DataFrame) -> Path:
@@ -55,7 +57,7 @@ def confusion(name: str, matrix: pd.DataFrame) -> Path:
     ax.set_ylabel("actual")
     ax.set_title(f"{name}: confusion matrix (test)")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    return _save(fig, f"{name}-confusion.png")
+    return _save(fig, f"{name}-confusion.png", SECTIONS / name)
 
 
 def per_class(name: str, scores: pd.DataFrame) -> Path:
@@ -68,7 +70,7 @@ def per_class(name: str, scores: pd.DataFrame) -> Path:
     ax.set_title(f"{name}: precision and recall per class (test)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="lower right")
-    return _save(fig, f"{name}-per-class.png")
+    return _save(fig, f"{name}-per-class.png", SECTIONS / name)
 
 
 def misclassified(name: str, images: np.ndarray, actual: list[str], predicted: list[str]) -> Path:
@@ -84,7 +86,7 @@ def misclassified(name: str, images: np.ndarray, actual: list[str], predicted: l
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
             ax.set_title(f"{actual[i]}\n→ {predicted[i]}", fontsize=7)
     fig.suptitle(f"{name}: misclassified test images (true → predicted)", fontsize=9)
-    return _save(fig, f"{name}-misclassified.png")
+    return _save(fig, f"{name}-misclassified.png", SECTIONS / name)
 
 
 def first_layer_filters(name: str, kernel: np.ndarray) -> Path:
@@ -100,7 +102,7 @@ def first_layer_filters(name: str, kernel: np.ndarray) -> Path:
             f = (f - f.min()) / (np.ptp(f) or 1.0)
             ax.imshow(f[..., 0] if f.shape[-1] == 1 else f, cmap="gray" if f.shape[-1] == 1 else None)
     fig.suptitle(f"{name}: first-layer filters ({kernel.shape[0]}x{kernel.shape[1]})", fontsize=9)
-    return _save(fig, f"{name}-filters.png")
+    return _save(fig, f"{name}-filters.png", SECTIONS / name)
 
 
 def diagnostics(steps: pd.DataFrame, layers: pd.DataFrame) -> Path:

@@ -1,6 +1,7 @@
 """A document is a list of blocks — ("h1".."h3", text), ("p", text), ("table", header, rows),
-("img", path, alt) — written as Markdown, which markdown-it-py renders to self-contained HTML
-(images inline, headings with GitHub's anchors): one source for both files.
+("img", path, alt), ("md", Markdown already written: a model's section) — written as Markdown, which
+markdown-it-py renders to self-contained HTML (images inline, headings with GitHub's anchors): one
+source for both files.
 
 Text may use the Markdown the reports need: **bold**, *emphasis*, `code` and [links](target).
 """
@@ -37,8 +38,8 @@ def to_markdown(blocks: list[tuple], base: Path) -> str:
     for kind, *body in blocks:
         if kind in ("h1", "h2", "h3"):
             out.append("#" * int(kind[1]) + " " + body[0])
-        elif kind == "p":
-            out.append(body[0])
+        elif kind in ("p", "md"):
+            out.append(body[0].rstrip("\n"))
         elif kind == "table":
             header, rows = body
             out.append("| " + " | ".join(map(cell, header)) + " |")

@@ -1,9 +1,11 @@
 """The report's content: every number read from the stages' output files, as render blocks.
 
-Sections: side by side, the notebook's five questions (classic_cnns/reporting/questions.py), one section per
-model (layers, learning curves, confusion matrix, per-class scores, misclassified images, filters),
-AlexNet for ImageNet against the CIFAR-10 adaptation (classic_cnns/model/architectures.py), the
-diagnosis of the notebook's AlexNet, the claims, and data provenance.
+Sections: side by side, the notebook's five questions (classic_cnns/reporting/questions.py, about
+the `models` entries lenet5 and alexnet), one section per model (layers, learning curves, confusion
+matrix, per-class scores, misclassified images, filters: written by stage `section@<name>`,
+classic_cnns/reporting/section.py), AlexNet for ImageNet against the CIFAR-10 adaptation
+(classic_cnns/model/architectures.py), the diagnosis of the notebook's AlexNet, the claims, and data
+provenance.
 """
 
 from __future__ import annotations
@@ -162,11 +164,11 @@ def model_blocks(r: dict) -> list[tuple]:
     ]
 
 
-def provenance_blocks(results: dict[str, dict]) -> list[tuple]:
+def provenance_blocks(sections: list[dict]) -> list[tuple]:
     blocks: list[tuple] = [("h2", "Data provenance")]
     seen = set()
-    for r in results.values():
-        prov = r["data"]["provenance"]
+    for section in sections:
+        prov = section["provenance"]
         if prov["dataset"] in seen:
             continue
         seen.add(prov["dataset"])
@@ -176,10 +178,12 @@ def provenance_blocks(results: dict[str, dict]) -> list[tuple]:
     return blocks
 
 
-def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]:
-    names = list(results)
+def build_blocks(notebook: dict[str, dict], sections: list[dict], diagnostics_dir: Path) -> list[tuple]:
+    """The report: `sections` (classic_cnns/reporting/section.py's, one per model in params.yaml, in
+    its order) and `notebook`, load_results of the notebook's two models (lenet5, alexnet) for its
+    questions and AlexNet's comparison with the ImageNet original."""
     blocks: list[tuple] = [("h1", "LeNet-5 and AlexNet: results of this run")]
-    non_official = sorted({r["dataset"] for r in results.values() if not r["data"]["provenance"]["official"]})
+    non_official = sorted({s["dataset"] for s in sections if not s["provenance"]["official"]})
     if non_official:
         blocks.append(
             (
@@ -190,20 +194,19 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
                 "numbers on the official datasets.",
             )
         )
-    rows = [[label] + [get(results[n]) for n in names] for label, get in SIDE_BY_SIDE]
+    rows = [[label] + [s["side_by_side"][label] for s in sections] for label, _ in SIDE_BY_SIDE]
     blocks += [
         ("h2", "Side by side"),
-        ("table", ["", *[results[n]["title"] for n in names]], rows),
+        ("table", ["", *[s["title"] for s in sections]], rows),
         (
             "p",
             "What the runs cost (wall times, speeds, memory, devices, and a GPU against the CPU): "
             "[costs.md](costs.md), kept apart because DVC hashes this report and timings differ on every run.",
         ),
     ]
-    blocks += questions.question_blocks(results)
-    for r in results.values():
-        blocks += model_blocks(r)
-    alexnets = [r for r in results.values() if r["config"].architecture == "alexnet"]
+    blocks += questions.question_blocks(notebook)
+    blocks += [("md", s["markdown"]) for s in sections]
+    alexnets = [r for r in notebook.values() if r["config"].architecture == "alexnet"]
     if alexnets:
         blocks += architectures.comparison_blocks(alexnets[0])
     blocks += questions.diagnostics_blocks(diagnostics_dir)
@@ -218,4 +221,4 @@ def build_blocks(results: dict[str, dict], diagnostics_dir: Path) -> list[tuple]
             "report (a separate pipeline, so this report does not wait for it).",
         ),
     ]
-    return blocks + provenance_blocks(results)
+    return blocks + provenance_blocks(sections)

@@ -6,10 +6,11 @@ trained by `dvc repro` in the workspace (not a DVC experiment) on the whole data
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import mlflow
 
-from classic_cnns import environment
+from classic_cnns import environment, errors
 
 CHAMPION = "champion"
 INPUT_NOTE = (
@@ -83,26 +84,36 @@ def training_run_of(experiment: str, model_sha256: str):
 MODEL_URI_TAG = "model_uri"  # the logged model (models:/m-...), which evaluate registers
 
 
-def log_keras_model(model) -> None:
-    """The model, logged from the active run as `<run name>-model` with a signature and the packages
-    it needs; its URI is tagged on the run, so that registering it names the logged model itself."""
+def log_keras_model(model, model_file) -> None:
+    """The model (`model_file`, its .keras file), logged from the active run as `<run name>-model`:
+    a pyfunc (classic_cnns/tracking/keras_pyfunc.py) with a signature, an input example on the raw
+    0-255 scale and the packages it needs; its URI is tagged on the run, so that registering it names
+    the logged model itself. The Keras model: `mlflow.pyfunc.load_model(uri).unwrap_python_model().model`."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
+    shape = tuple(model.input_shape[1:])
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))]),
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *shape))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, model.output_shape[-1]))]),
     )
+    example = np.linspace(0.0, 255.0, int(np.prod(shape)), dtype="float32").reshape(1, *shape)  # the scale
     requirements = [
         f"{pkg}=={ver}"
         for pkg, ver in environment.package_versions().items()
-        if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy")
+        if pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "numpy", "mlflow")
     ]
     run = mlflow.active_run()
-    info = mlflow.keras.log_model(
-        model, name=f"{run.info.run_name}-model", signature=signature, pip_requirements=requirements
-    )
+    with errors.signals_held():  # MLflow loads and calls the model to check the example
+        info = mlflow.pyfunc.log_model(
+            name=f"{run.info.run_name}-model",
+            python_model=str(Path(__file__).with_name("keras_pyfunc.py")),
+            artifacts={"keras_model": str(model_file)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+        )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
 
 
@@ -119,5 +130,5 @@ def run_of_model_file(experiment: str, name: str, cfg, meta: dict, model, model_
     print(f"{name}: no run in this MLflow store trained {model_file} (sha256 {sha[:12]}...); logging it in a new run")
     with start_training_run(name, cfg, meta, {"model.name": name}, None) as run:
         mlflow.set_tags({MODEL_SHA_TAG: sha, "trained_elsewhere": "true"})
-        log_keras_model(model)
+        log_keras_model(model, model_file)
         return run.info.run_id

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from classic_cnns import environment
+from classic_cnns import environment, errors
 from classic_cnns.errors import TrainingFailed
 from classic_cnns.tracking import store
 
@@ -91,7 +91,7 @@ def end_orphans(experiment_id: str) -> None:
 
 def interrupted_status(exc: BaseException) -> str:
     """The MLflow status for a run ended by `exc`: KILLED for Ctrl-C or SIGTERM, else FAILED."""
-    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+    return "KILLED" if errors.is_interruption(exc) else "FAILED"
 
 
 def dataset_tags(meta: dict) -> dict[str, str]:

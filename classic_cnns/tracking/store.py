@@ -24,6 +24,7 @@ import mlflow
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
 
+from classic_cnns import errors
 from classic_cnns.errors import UserError
 from classic_cnns.paths import project_root
 
@@ -33,6 +34,7 @@ for _key, _value in {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # e.g. while it checks a logged model's input example
 }.items():
     os.environ.setdefault(_key, _value)
 
@@ -117,6 +119,8 @@ def use_store(experiment: str) -> None:
     experiment is deleted afterwards."""
     uri = tracking_uri()
     check_server(uri)
+    if not uri.startswith(("http://", "https://")):
+        hold_signals_in_transactions()
     mlflow.set_tracking_uri(uri)  # MLflow also exports it as MLFLOW_TRACKING_URI to this process
     with store_lock(uri), failures_named(uri, "opening it"):
         check_writable(uri)  # under the lock: not while another process creates the schema
@@ -136,6 +140,31 @@ def use_store(experiment: str) -> None:
 
     with failures_named(uri, "ending runs whose process is gone"):
         end_orphans(found.experiment_id)
+
+
+def hold_signals_in_transactions() -> None:
+    """A signal never lands inside a database transaction of MLflow's: SQLAlchemy, cut between its
+    commit and its close, keeps the connection (and SQLite's write lock) in a broken state, and the
+    run could then not be ended KILLED. The signal is recorded and stops the stage at its next
+    check_interrupted() (classic_cnns/errors.py). Idempotent."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    if event.contains(Session, "after_begin", _hold_in_transaction):
+        return
+    event.listen(Session, "after_begin", _hold_in_transaction)
+    event.listen(Session, "after_transaction_end", _release_after_transaction)
+
+
+def _hold_in_transaction(session, transaction, connection) -> None:
+    if not session.info.get("signals_held"):
+        session.info["signals_held"] = True
+        errors.hold()
+
+
+def _release_after_transaction(session, transaction) -> None:
+    if transaction.parent is None and session.info.pop("signals_held", False):
+        errors.release()
 
 
 def artifact_root(uri: str) -> str | None:

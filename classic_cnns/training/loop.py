@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
-from classic_cnns.errors import check_interrupted
+from classic_cnns.errors import check_interrupted_while_held, signals_held
 from classic_cnns.training.augment import epoch_data
 from classic_cnns.training.distribute import Placement, local_share
 
@@ -53,17 +53,21 @@ class Progress(keras.callbacks.Callback):
 
 
 class Interruptible(keras.callbacks.Callback):
-    """Stops a training at the next batch after SIGTERM or Ctrl-C, also when Python dropped the
-    exception the signal raised (classic_cnns/errors.py)."""
+    """The safe points of Keras's work, which runs inside `signals_held()` (a signal's exception raised
+    inside TensorFlow comes out as another, or is printed): SIGTERM or Ctrl-C stops a training or a
+    prediction at the next batch's end (classic_cnns/errors.py)."""
 
     def on_train_batch_end(self, batch, logs=None):
-        check_interrupted()
+        check_interrupted_while_held()
 
     def on_test_batch_end(self, batch, logs=None):
-        check_interrupted()
+        check_interrupted_while_held()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        check_interrupted_while_held()
 
     def on_epoch_end(self, epoch, logs=None):
-        check_interrupted()
+        check_interrupted_while_held()
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -126,7 +130,8 @@ def train_epochs(
     if validation is not None:
         validation = local_share(tuple(validation), cfg.batch_size, placement)
     batch_size = placement.local_batch(cfg.batch_size)
-    with ThreadPoolExecutor(1) as prefetch:  # the next epoch's data is made while this one trains
+    with ThreadPoolExecutor(1) as prefetch, signals_held():  # a signal: at a batch's end (Interruptible)
+        # the next epoch's data is made while this one trains
         upcoming = prefetch.submit(epoch_data, x, y, cfg, seed, start_epoch)
         for epoch in range(start_epoch, cfg.epochs):
             x_epoch, y_epoch = upcoming.result()

@@ -61,12 +61,12 @@ def write_outputs(
         **environment.peak_memory_mb(),
         **(about or {}),
     }
-    registry.log_keras_model(model)
     mlflow.log_text(history_frame.assign(epoch_seconds=history.get("epoch_seconds")).to_csv(index=False), "history.csv")
     log_summary(summary, cost)
     with tempfile.TemporaryDirectory() as tmp:  # its sha256 tags the run: evaluate finds the run by the file
         sha = outputs.save_keras_model(model, Path(tmp) / "model.keras")
         mlflow.set_tag(registry.MODEL_SHA_TAG, sha)
+        registry.log_keras_model(model, Path(tmp) / "model.keras")
         with outputs.atomic(paths.model_file(name)) as final:
             shutil.copyfile(Path(tmp) / "model.keras", final)
     outputs.write_csv(history_frame, report_dir / "history.csv", index=False)

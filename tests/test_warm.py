@@ -1,0 +1,84 @@
+"""Warm starts (classic_cnns/warm.py): a stage forked by the server runs as a cold `python -m
+stages.<name>` would, in its folder and environment, with its streams, exit status and signals; a
+stage the server cannot run (another backend) starts cold; a killed command takes its stage along."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from classic_cnns import warm
+from tests.projects import stage
+
+
+@pytest.fixture
+def server_log(warm_stages):
+    return warm_stages.parent / "server.log"
+
+
+def forked(server_log, cwd) -> list[int]:
+    """The pids of the stages the server forked for commands run in `cwd`."""
+    lines = server_log.read_text().splitlines()
+    return [int(line.rsplit(" ", 1)[1]) for line in lines if f" in {cwd}: pid " in line]
+
+
+def test_a_warm_training_equals_a_cold_one(prepared_project, server_log, monkeypatch):
+    project = prepared_project
+    warm_run = stage("train", "lenet5", cwd=project)
+    assert warm_run.stderr == ""
+    assert len(forked(server_log, project)) == 1
+    made_warm = (project / "models/lenet5/model.keras").read_bytes()
+    history = (project / "reports/lenet5/history.csv").read_text()
+
+    (project / "models/lenet5/model.keras").unlink()
+    monkeypatch.delenv(warm.SOCKET_ENV)
+    cold_run = stage("train", "lenet5", cwd=project)
+    assert len(forked(server_log, project)) == 1  # not through the server
+    assert (project / "models/lenet5/model.keras").read_bytes() == made_warm
+    assert (project / "reports/lenet5/history.csv").read_text() == history
+    strip = lambda out: [line.split(" (")[0] for line in out.splitlines() if "MLflow run" not in line]  # noqa: E731
+    assert strip(warm_run.stdout) == strip(cold_run.stdout)
+
+
+def test_exit_statuses_signals_and_a_killed_command_are_the_stages(prepared_project, server_log):
+    project = prepared_project
+    bad = stage("train", "nosuchmodel", cwd=project, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'nosuchmodel'" in bad.stderr  # argparse's SystemExit
+    assert len(forked(server_log, project)) == 1
+
+    # SIGTERM reaches the stage, which stops with its one line and 143
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout.readline().startswith("lenet5: ")  # training has begun
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and err.strip().splitlines() == [
+        "error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue"
+    ]
+
+    # kill -9 of the command: its stage goes too
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout.readline().startswith("lenet5: ")
+    stage_pid = forked(server_log, project)[-1]
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{stage_pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{stage_pid}")
+
+
+def test_a_stage_on_another_backend_starts_cold(prepared_project, server_log, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "nosuchbackend")
+    result = stage("train", "lenet5", cwd=prepared_project, check=False)
+    assert result.returncode == 2 and "nosuchbackend" in result.stderr  # the cold start's own check
+    assert forked(server_log, prepared_project) == []  # asked, refused, started here
+    assert f"in {prepared_project}: cold (another Python or load-time environment)" in server_log.read_text()
