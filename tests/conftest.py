@@ -138,13 +138,9 @@ def no_mlflow_experiment_from_an_earlier_test(monkeypatch):
 
 @pytest.fixture(scope="session")
 def warm_stages():
-    """Every `python -m stages.<name>` of this test process's session, from a test or from `dvc`,
-    starts warm: forked by a server (one per xdist worker) that loaded the frameworks once
-    (classic_cnns/warm.py; tests/test_warm.py shows it runs a stage as a cold start would). A stage
-    with another backend or load-time environment starts cold; a test whose point is the cold
-    start itself removes the variable (monkeypatch.delenv(warm.SOCKET_ENV))."""
-    from classic_cnns import warm
-
+    """A warm-start server (classic_cnns/warm.py) for tests/test_warm.py, which point stages at it.
+    The rest of the suite starts its stages cold: run warm, the pipeline tests lost their MLflow
+    store (a fault not yet found; see the session notes of 2026-12-04)."""
     folder = Path(tempfile.mkdtemp(prefix="warm-"))  # a short path: a socket's is at most 107 bytes
     sock = folder / "stages.sock"
     with open(folder / "server.log", "w") as log:
@@ -156,9 +152,7 @@ def warm_stages():
     while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sock.exists(), (folder / "server.log").read_text()
-    os.environ[warm.SOCKET_ENV] = str(sock)
     yield sock
-    del os.environ[warm.SOCKET_ENV]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, 9)
     server.wait()
@@ -166,7 +160,7 @@ def warm_stages():
 
 
 @pytest.fixture(scope="session")
-def project_env(tmp_path_factory, fixture_data, warm_stages) -> dict[str, str]:
+def project_env(tmp_path_factory, fixture_data) -> dict[str, str]:
     """What a test project's stages and `dvc` run with: the fixtures served over http on 127.0.0.1
     as the data mirror, their checksums, this Python's scripts first on PATH."""
     mirror, sums = fixture_data

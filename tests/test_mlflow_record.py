@@ -130,7 +130,7 @@ def test_sigterm_while_a_cold_stage_imports_stops_it_before_any_work(prepared_pr
     """The suite's stages start warm (tests/conftest.py), so their moments fall in the work; a cold
     start spends seconds importing TensorFlow, and a signal then must stop it too, at its start."""
     project = prepared_project
-    monkeypatch.delenv(warm.SOCKET_ENV)
+    monkeypatch.delenv(warm.SOCKET_ENV, raising=False)
     run([sys.executable, "-m", "stages.train", "lenet5"], project)
     before = state(project)
     for after_s in (0.03, 0.5, 1.5):  # the interpreter's start, then TensorFlow's import

@@ -15,7 +15,8 @@ from tests.projects import stage
 
 
 @pytest.fixture
-def server_log(warm_stages):
+def server_log(warm_stages, monkeypatch):
+    monkeypatch.setenv(warm.SOCKET_ENV, str(warm_stages))
     return warm_stages.parent / "server.log"
 
 
