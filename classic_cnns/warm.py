@@ -5,8 +5,8 @@ as `python -m stages.<name>` would: its folder, environment, arguments, standard
 exit status are those of the command that asked. The test suite runs every stage this way
 (tests/conftest.py); so can anyone who runs many short stages:
 
-    python -m classic_cnns.warm /tmp/stages.sock &
-    export CLASSIC_CNNS_WARM=/tmp/stages.sock   # each `python -m stages.<name>` now starts warm
+    python -m classic_cnns.warm .dvc/tmp/warm.sock &
+    export CLASSIC_CNNS_WARM=$PWD/.dvc/tmp/warm.sock   # each `python -m stages.<name>` now starts warm
 
 A stage starts cold, as without a server, when none answers at that path, or when its Python or what
 the frameworks read as they load (KERAS_BACKEND, TF_*, XLA_*, JAX_*, CUDA_*, PYTHON*, ...) differs

@@ -59,18 +59,25 @@ def write_shapes(path) -> None:
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
-def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
-    project = pipeline_copy  # the default pipeline done: only the new dataset's stages and their readers run
-    classes = SHAPES
+def with_shapes(project) -> dict:
+    """The project's params with the tiny shapes dataset as a `data:` entry (a local copy, as the
+    README says), its file written under data/external/."""
     write_shapes(project / "data/external/shapes.npz")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["shapes"] = {
         "source": "data/external/shapes.npz",
         "title": "Tiny shapes",
-        "classes": classes,
+        "classes": SHAPES,
         "image_shape": [16, 16, 3],
         "pad": 2,
     }
+    return params
+
+
+def test_a_users_dataset_is_named_by_its_own_title_and_classes(pipeline_copy):
+    project = pipeline_copy  # the default pipeline done: only the new dataset's stages and their readers run
+    classes = SHAPES
+    params = with_shapes(project)
     params["models"]["lenet5"]["dataset"] = "shapes"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -115,15 +122,7 @@ def test_a_third_model_on_a_users_dataset_gets_its_own_section_names_and_figures
     test-time augmentation. DVC runs only the new model's stages and the report (whose inputs are
     every model's section); nothing of it is mixed with MNIST's LeNet-5."""
     project = pipeline_copy
-    write_shapes(project / "data/external/shapes.npz")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["shapes"] = {
-        "source": "data/external/shapes.npz",
-        "title": "Tiny shapes",
-        "classes": SHAPES,
-        "image_shape": [16, 16, 3],
-        "pad": 2,
-    }
+    params = with_shapes(project)
     params["models"]["lenet5-shapes"] = {**params["models"]["lenet5"], "dataset": "shapes"}
     params["evaluate"]["test_time_augmentation"]["lenet5-shapes"] = False
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
