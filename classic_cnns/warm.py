@@ -8,9 +8,10 @@ exit status are those of the command that asked. The test suite runs every stage
     python -m classic_cnns.warm .dvc/tmp/warm.sock &
     export CLASSIC_CNNS_WARM=$PWD/.dvc/tmp/warm.sock   # each `python -m stages.<name>` now starts warm
 
-A stage starts cold, as without a server, when none answers at that path, or when its Python or what
-the frameworks read as they load (KERAS_BACKEND, TF_*, XLA_*, JAX_*, CUDA_*, PYTHON*, ...) differs
-from the server's. A killed command (even kill -9) takes its stage with it.
+CLASSIC_CNNS_WARM may list several servers (separated by ':'), say one per Keras backend: a stage runs
+on the first whose Python and load-time environment (what the frameworks read as they load:
+KERAS_BACKEND, TF_*, XLA_*, JAX_*, CUDA_*, PYTHON*, ...) are its own, and starts cold, as without a
+server, when none is. A killed command (even kill -9) takes its stage with it.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def run_warm_if_served(pending: list[int]) -> None:
     the signals that came so far (stages/__init__.py records them from its first line); they, and
     any that come before the stage's process exists, are passed on once it does, or stay in
     `pending` for the stage starting here."""
-    path = os.environ.get(SOCKET_ENV)
-    if not path or sys.orig_argv[1:2] != ["-m"]:  # interpreter options (-u, -X ...): start here, with them
+    paths = [p for p in os.environ.get(SOCKET_ENV, "").split(os.pathsep) if p]
+    if not paths or sys.orig_argv[1:2] != ["-m"]:  # interpreter options (-u, -X ...): start here, with them
         return
     target = []
 
@@ -60,16 +61,19 @@ def run_warm_if_served(pending: list[int]) -> None:
             pending.append(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in FORWARDED}
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        conn.connect(path)
-        request = {"argv": sys.orig_argv[2:], "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable}
-        socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
-        answer = conn.recv(64).decode().split()
-    except OSError:
-        answer = []
-    if answer[:1] != ["pid"]:  # no server, or "cold": this stage's Python or load-time environment differs
-        conn.close()
+    request = {"argv": sys.orig_argv[2:], "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable}
+    for path in paths:  # the first server whose Python and load-time environment are this stage's
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.connect(path)
+            socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
+            answer = conn.recv(64).decode().split()
+        except OSError:
+            answer = []
+        if answer[:1] == ["pid"]:
+            break
+        conn.close()  # no server there, or "cold": its Python or load-time environment differs
+    else:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         return
@@ -109,7 +113,12 @@ def forget_own_modules() -> None:
 
 
 def serve(path: str) -> None:
+    import classic_cnns  # noqa: F401 - as a stage has when it asks (stages/__init__.py): it sets XLA_FLAGS...
+
+    before = dict(os.environ)
     preload()
+    loaded_with = load_time_env(before)  # not after: Keras sets TF_FORCE_GPU_ALLOW_GROWTH as it loads for JAX
+    set_by_loading = {k: v for k, v in os.environ.items() if before.get(k) != v}  # each stage gets them too
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     if os.path.exists(path):
         os.unlink(path)
@@ -126,8 +135,10 @@ def serve(path: str) -> None:
             conn.close()
             continue
         asked = f"{' '.join(request['argv'])} in {request['cwd']}"
-        if request["python"] != sys.executable or load_time_env(request["env"]) != load_time_env(os.environ):
-            print(f"warm: {asked}: cold (another Python or load-time environment)", flush=True)
+        ours, theirs = loaded_with, load_time_env(request["env"])
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if request["python"] != sys.executable or differ:
+            print(f"warm: {asked}: cold (another Python, or {', '.join(differ) or 'no variable'} differs)", flush=True)
             conn.send(b"cold")
             conn.close()
             for fd in fds:
@@ -138,7 +149,7 @@ def serve(path: str) -> None:
         if os.fork() == 0:
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            session(conn, fds, request)
+            session(conn, fds, {**request, "env": {**request["env"], **set_by_loading}})
         conn.close()
         for fd in fds:
             os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -126,41 +127,61 @@ def fixture_data(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def no_mlflow_experiment_from_an_earlier_test(monkeypatch):
-    """mlflow.set_experiment (a stage's use_store, called in-process) exports MLFLOW_EXPERIMENT_ID and
-    keeps the experiment active: a later test in this process, on another store, would use it."""
+def no_mlflow_store_from_an_earlier_test(monkeypatch):
+    """mlflow.set_tracking_uri and mlflow.set_experiment (a stage's use_store, called in-process) export
+    MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID and keep both active: a later test in this process, or
+    a project it builds with `dvc repro`, would log to that earlier test's store."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
     import mlflow.tracking.fluent
 
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")  # restored (to unset) after the test
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.setenv(name, "")  # restored (to unset, or the runner's own value) after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
 
 
 @pytest.fixture(scope="session")
 def warm_stages():
-    """A warm-start server (classic_cnns/warm.py) for tests/test_warm.py, which point stages at it.
-    The rest of the suite starts its stages cold: run warm, the pipeline tests lost their MLflow
-    store (a fault not yet found; see the session notes of 2026-12-04)."""
+    """Every `python -m stages.<name>` of this test process's session, from a test or from `dvc`,
+    starts warm: forked by a server (one per xdist worker and Keras backend: TensorFlow, and JAX where
+    it is installed) that loaded the frameworks once (classic_cnns/warm.py; tests/test_warm.py shows it
+    runs a stage as a cold start would). A stage with another load-time environment (XLA_FLAGS, say)
+    starts cold; a test whose point is the cold start removes the variable
+    (monkeypatch.delenv(warm.SOCKET_ENV)). Yields {backend: socket path}; each server logs beside it."""
+    from classic_cnns import warm
+
     folder = Path(tempfile.mkdtemp(prefix="warm-"))  # a short path: a socket's is at most 107 bytes
-    sock = folder / "stages.sock"
-    with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "classic_cnns.warm", str(sock)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    default = os.environ.get("KERAS_BACKEND", "tensorflow")
+    envs = {default: os.environ}  # the stages' own environment, KERAS_BACKEND unset or not
+    if default != "jax" and importlib.util.find_spec("jax"):
+        envs["jax"] = {**os.environ, "KERAS_BACKEND": "jax"}
+    servers = {}
+    for backend, env in envs.items():
+        with open(folder / f"{backend}.log", "w") as log:
+            servers[backend] = subprocess.Popen(
+                [sys.executable, "-m", "classic_cnns.warm", str(folder / f"{backend}.sock")],
+                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env,
+            )  # fmt: skip
+    socks = {backend: folder / f"{backend}.sock" for backend in envs}
     deadline = time.monotonic() + 180
-    while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert sock.exists(), (folder / "server.log").read_text()
-    yield sock
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, 9)
-    server.wait()
+    for backend, sock in socks.items():
+        while not sock.exists() and servers[backend].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sock.exists(), (folder / f"{backend}.log").read_text()
+    os.environ[warm.SOCKET_ENV] = os.pathsep.join(map(str, socks.values()))
+    yield socks
+    del os.environ[warm.SOCKET_ENV]
+    for server in servers.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, 9)
+        server.wait()
     shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def project_env(tmp_path_factory, fixture_data) -> dict[str, str]:
+def project_env(tmp_path_factory, fixture_data, warm_stages) -> dict[str, str]:
     """What a test project's stages and `dvc` run with: the fixtures served over http on 127.0.0.1
     as the data mirror, their checksums, this Python's scripts first on PATH."""
     mirror, sums = fixture_data

@@ -15,9 +15,10 @@ from tests.projects import stage
 
 
 @pytest.fixture
-def server_log(warm_stages, monkeypatch):
-    monkeypatch.setenv(warm.SOCKET_ENV, str(warm_stages))
-    return warm_stages.parent / "server.log"
+def server_log(warm_stages):
+    """The log of the server for the stages' own backend (conftest.warm_stages starts it first)."""
+    sock = next(iter(warm_stages.values()))
+    return sock.with_suffix(".log")
 
 
 def forked(server_log, cwd) -> list[int]:
@@ -82,4 +83,19 @@ def test_a_stage_on_another_backend_starts_cold(prepared_project, server_log, mo
     result = stage("train", "lenet5", cwd=prepared_project, check=False)
     assert result.returncode == 2 and "nosuchbackend" in result.stderr  # the cold start's own check
     assert forked(server_log, prepared_project) == []  # asked, refused, started here
-    assert f"in {prepared_project}: cold (another Python or load-time environment)" in server_log.read_text()
+    assert f"in {prepared_project}: cold (another Python, or KERAS_BACKEND differs)" in server_log.read_text()
+
+
+def test_a_stage_runs_on_the_listed_server_of_its_backend(prepared_project, warm_stages, monkeypatch):
+    """CLASSIC_CNNS_WARM lists a server per backend: a JAX stage passes the TensorFlow one by."""
+    if "jax" not in warm_stages or "tensorflow" not in warm_stages:
+        pytest.skip("needs JAX installed and TensorFlow the default backend")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    result = stage("train", "lenet5", cwd=prepared_project)
+    assert "(jax backend)" in result.stdout and result.stderr == ""
+    assert forked(warm_stages["jax"].with_suffix(".log"), prepared_project) != [], (
+        warm_stages["jax"].with_suffix(".log").read_text()
+    )
+    tensorflow_log = warm_stages["tensorflow"].with_suffix(".log")
+    assert forked(tensorflow_log, prepared_project) == []
+    assert f"in {prepared_project}: cold (another Python, or KERAS_BACKEND differs)" in tensorflow_log.read_text()
