@@ -35,8 +35,11 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signa
 OWN = ("classic_cnns", "stages")  # imported afresh by each stage, from its own folder
 
 
+PER_STAGE = ("PYTHONUNBUFFERED",)  # each forked stage sets its streams by it
+
+
 def load_time_env(env) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES)}
+    return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES) and k not in PER_STAGE}
 
 
 # The command's side: `python -m stages.<name>` (stages/__init__.py calls this first).
@@ -194,8 +197,9 @@ def run_stage_here(fds: list[int], request: dict) -> None:
         for target, fd in enumerate(high):
             os.dup2(fd, target)
             os.close(fd)
-        for stream in (sys.stdin, sys.stdout):
-            stream.reconfigure(line_buffering=os.isatty(stream.fileno()))
+        unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))  # as `python -u` or a cold start would
+        sys.stdout.reconfigure(line_buffering=os.isatty(1), write_through=unbuffered)
+        sys.stderr.reconfigure(write_through=unbuffered)
         for signum in FORWARDED:
             signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
         os.chdir(request["cwd"])

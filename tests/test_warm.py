@@ -63,13 +63,14 @@ def test_exit_statuses_signals_and_a_killed_command_are_the_stages(prepared_proj
         "error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue"
     ]
 
-    # kill -9 of the command: its stage goes too
+    # kill -9 of the command: its stage goes too (PYTHONUNBUFFERED, as bench/gpu_repro.sh sets it: still warm)
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert process.stdout.readline().startswith("lenet5: ")
-    stage_pid = forked(server_log, project)[-1]
+    *_, stage_pid = forked(server_log, project)
+    assert len(forked(server_log, project)) == 3
     process.kill()
     process.wait()
     deadline = time.monotonic() + 10
