@@ -141,43 +141,75 @@ def no_mlflow_store_from_an_earlier_test(monkeypatch):
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
 
 
+class WarmServers:
+    """Warm-start servers (classic_cnns/warm.py), one per Keras backend, started when first asked for;
+    CLASSIC_CNNS_WARM lists them. Each logs beside its socket (`<backend>.log`)."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="warm-"))  # a short path: a socket's is at most 107 bytes
+        self.default = os.environ.get("KERAS_BACKEND", "tensorflow")
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.sockets: dict[str, Path] = {}
+
+    def start(self, backend: str) -> Path:
+        if backend not in self.sockets:
+            sock = self.folder / f"{backend}.sock"
+            env = os.environ if backend == self.default else {**os.environ, "KERAS_BACKEND": backend}
+            with open(sock.with_suffix(".log"), "w") as log:
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "classic_cnns.warm", str(sock)], cwd=ROOT, env=env,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            self.processes[backend] = server
+            deadline = time.monotonic() + 180
+            while not sock.exists() and server.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert sock.exists(), sock.with_suffix(".log").read_text()
+            self.sockets[backend] = sock
+        return self.sockets[backend]
+
+    def listed(self) -> str:
+        return os.pathsep.join(map(str, self.sockets.values()))
+
+    def stop(self) -> None:
+        for server in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, 9)
+            server.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def warm_stages():
+def warm_stages(tmp_path_factory):
     """Every `python -m stages.<name>` of this test process's session, from a test or from `dvc`,
-    starts warm: forked by a server (one per xdist worker and Keras backend: TensorFlow, and JAX where
-    it is installed) that loaded the frameworks once (classic_cnns/warm.py; tests/test_warm.py shows it
-    runs a stage as a cold start would). A stage with another load-time environment (XLA_FLAGS, say)
-    starts cold; a test whose point is the cold start removes the variable
-    (monkeypatch.delenv(warm.SOCKET_ENV)). Yields {backend: socket path}; each server logs beside it."""
+    starts warm: forked by a server (one per xdist worker) that loaded the frameworks once
+    (classic_cnns/warm.py; tests/test_warm.py shows it runs a stage as a cold start would). A stage
+    with another load-time environment (KERAS_BACKEND, XLA_FLAGS, ...) starts cold; the `warm_jax`
+    fixture adds a JAX server; a test whose point is the cold start removes the variable
+    (monkeypatch.delenv(warm.SOCKET_ENV))."""
     from classic_cnns import warm
 
-    folder = Path(tempfile.mkdtemp(prefix="warm-"))  # a short path: a socket's is at most 107 bytes
-    default = os.environ.get("KERAS_BACKEND", "tensorflow")
-    envs = {default: os.environ}  # the stages' own environment, KERAS_BACKEND unset or not
-    if default != "jax" and importlib.util.find_spec("jax"):
-        envs["jax"] = {**os.environ, "KERAS_BACKEND": "jax"}
-    servers = {}
-    for backend, env in envs.items():
-        with open(folder / f"{backend}.log", "w") as log:
-            servers[backend] = subprocess.Popen(
-                [sys.executable, "-m", "classic_cnns.warm", str(folder / f"{backend}.sock")],
-                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env=env,
-            )  # fmt: skip
-    socks = {backend: folder / f"{backend}.sock" for backend in envs}
-    deadline = time.monotonic() + 180
-    for backend, sock in socks.items():
-        while not sock.exists() and servers[backend].poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert sock.exists(), (folder / f"{backend}.log").read_text()
-    os.environ[warm.SOCKET_ENV] = os.pathsep.join(map(str, socks.values()))
-    yield socks
+    # JAX's compiled programs, shared by the session's JAX stages (the same as compiling them again)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.getbasetemp().parent / "jax-cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    servers = WarmServers()
+    servers.start(servers.default)
+    os.environ[warm.SOCKET_ENV] = servers.listed()
+    yield servers
     del os.environ[warm.SOCKET_ENV]
-    for server in servers.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, 9)
-        server.wait()
-    shutil.rmtree(folder, ignore_errors=True)
+    servers.stop()
+
+
+@pytest.fixture
+def warm_jax(warm_stages, monkeypatch):
+    """A JAX server beside the default one, for a test that runs many JAX stages: each has ~8 s of
+    imports to save, more than the server's start costs once."""
+    from classic_cnns import warm
+
+    if warm_stages.default != "jax" and importlib.util.find_spec("jax"):
+        warm_stages.start("jax")
+        monkeypatch.setenv(warm.SOCKET_ENV, warm_stages.listed())
+    return warm_stages
 
 
 @pytest.fixture(scope="session")
@@ -286,9 +318,18 @@ PROJECT_FIXTURES = {
 
 LONGEST_FIRST = (
     "test_the_pipeline_on_jax_against_the_team_server",
+    "test_sigterm_at_20_moments_of_train_is_never_lost",
+    "test_two_devices_and_two_processes_train_as_one_device",
     "test_a_tiny_grid_runs_end_to_end",
+    "test_a_server_back_with_a_new_database_is_named_so_and_a_rerun_logs_a_new_run",
     "test_queued_experiments_run_at_once_against_the_team_server",
 )
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker more than the CPUs, as the suite's tests also wait (on servers, `dvc`, the
+    stages they start): on 2 cores 3 workers kept both busy (idle 1%) and took 10% less time than 2."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_modifyitems(items):
@@ -298,4 +339,5 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is not None, item.name not in LONGEST_FIRST))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is not None, rank.get(item.name, len(rank))))

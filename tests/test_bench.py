@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.projects import ROOT
 
 
@@ -10,6 +12,7 @@ def bench(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow  # trains both models for the table
 def test_bench_prints_the_speed_table_on_tiny_sizes():
     out = bench("bench.speed", "--models", "lenet5", "--images", "256")
     assert "matmul peak measured here" in out
@@ -21,6 +24,7 @@ def test_bench_prints_the_speed_table_on_tiny_sizes():
     assert "pipeline recipe, float32" in lines[2]
 
 
+@pytest.mark.slow  # trains, in each precision asked for
 def test_bench_speed_times_only_the_precisions_asked_for():
     """--precisions float32: what runs where bfloat16 cannot (e.g. oneDNN held to AVX2)."""
     out = bench("bench.speed", "--models", "lenet5", "--images", "256", "--precisions", "float32")
@@ -29,6 +33,7 @@ def test_bench_speed_times_only_the_precisions_asked_for():
     assert len(lines) == 2 and "plain fit" in lines[0] and "pipeline recipe, float32" in lines[1]
 
 
+@pytest.mark.slow  # times training steps
 def test_breakdown_times_every_weighted_layer_the_optimizer_and_the_step():
     out = bench("bench.breakdown", "--model", "lenet5", "--batch", "16")
     assert "lenet5: batch 16, float32; matmul peak measured here" in out

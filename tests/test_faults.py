@@ -179,6 +179,7 @@ with mlflow.start_run():
 """
 
 
+@pytest.mark.slow  # 9 processes that load MLflow
 def test_concurrent_experiments_on_a_new_store_all_finish(tmp_path):
     """The first use of a new SQLite store creates its schema; three experiments starting at
     once used to break it (`table _alembic_tmp_experiments already exists`)."""

@@ -44,6 +44,7 @@ def python(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a process that loads TensorFlow per CPU kind
 def test_tensorflows_start_up_lines_are_filtered_on_any_cpu():
     """TensorFlow logs oneDNN's start-up line on CPUs where oneDNN is on by default (AVX-512
     VNNI/BF16, AMX); TF_ENABLE_ONEDNN_OPTS=1 turns oneDNN on, and so that code path, on any x86 CPU."""

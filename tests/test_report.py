@@ -146,6 +146,7 @@ def fixture_root(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow  # builds the report: sections, figures, MLflow
 def test_report_is_built_from_the_metrics_files(fixture_root):
     write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
     assert build_report() == 0
@@ -172,6 +173,7 @@ def test_report_is_built_from_the_metrics_files(fixture_root):
     assert_side_by_side_matches(fixture_root, ["lenet5", "alexnet"], ["mnist", "cifar10"])
 
 
+@pytest.mark.slow  # builds the report: sections, figures, MLflow
 def test_the_report_holds_results_and_costs_md_holds_costs(fixture_root):
     """DVC hashes report.md, so no timing is in it; costs.md (not a DVC output) holds each record's."""
     write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
@@ -236,6 +238,7 @@ def assert_classes_models_and_architectures_are_named(md: str) -> None:
     assert "/copies/" not in md  # a local copy is named by its sha256, not a machine's path
 
 
+@pytest.mark.slow  # builds the report several times
 def test_the_report_follows_the_files_it_is_built_from(fixture_root):
     write_fixture_outputs(fixture_root, {"lenet5": 0.9912, "alexnet": 0.8534})
     # change a metric, the report changes with it

@@ -17,7 +17,9 @@ from tests.projects import run, run_queue
 from tests.test_pipeline import DATA, EVERYTHING, ran
 
 
-def test_the_pipeline_on_jax_against_the_team_server(prepared_project, monkeypatch, team_server, s3_server, tmp_path):
+def test_the_pipeline_on_jax_against_the_team_server(
+    prepared_project, monkeypatch, team_server, s3_server, tmp_path, warm_jax
+):
     """Through bench/gpu_repro.sh, the script that runs the pipeline on a lent GPU machine."""
     pytest.importorskip("jax")
     project = prepared_project  # the data's stages have no backend: they ran once, on the session's fixture

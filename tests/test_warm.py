@@ -17,8 +17,7 @@ from tests.projects import stage
 @pytest.fixture
 def server_log(warm_stages):
     """The log of the server for the stages' own backend (conftest.warm_stages starts it first)."""
-    sock = next(iter(warm_stages.values()))
-    return sock.with_suffix(".log")
+    return warm_stages.sockets[warm_stages.default].with_suffix(".log")
 
 
 def forked(server_log, cwd) -> list[int]:
@@ -87,8 +86,9 @@ def test_a_stage_on_another_backend_starts_cold(prepared_project, server_log, mo
     assert f"in {prepared_project}: cold (another Python, or KERAS_BACKEND differs)" in server_log.read_text()
 
 
-def test_a_stage_runs_on_the_listed_server_of_its_backend(prepared_project, warm_stages, monkeypatch):
+def test_a_stage_runs_on_the_listed_server_of_its_backend(prepared_project, warm_jax, monkeypatch):
     """CLASSIC_CNNS_WARM lists a server per backend: a JAX stage passes the TensorFlow one by."""
+    warm_stages = warm_jax.sockets
     if "jax" not in warm_stages or "tensorflow" not in warm_stages:
         pytest.skip("needs JAX installed and TensorFlow the default backend")
     monkeypatch.setenv("KERAS_BACKEND", "jax")
