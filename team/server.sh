@@ -80,7 +80,10 @@ start() {
         sign_in "${psql[@]}"
         extra+=(--app-name basic-auth)
     fi
-    setsid mlflow server --host "$HOST" --port "$PORT" --workers "${MLFLOW_WORKERS:-2}" \
+    # MLflow's job runner (GenAI scorers, trace roll-ups) starts several worker processes that load
+    # MLflow; nothing here uses it: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true to have it anyway
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+        setsid mlflow server --host "$HOST" --port "$PORT" --workers "${MLFLOW_WORKERS:-2}" \
         --backend-store-uri "postgresql+psycopg2://mlflow@127.0.0.1:$DB_PORT/mlflow" \
         --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-s3://classic-cnns/mlflow}" "${extra[@]}" \
         >"$TEAM_DIR/mlflow.log" 2>&1 < /dev/null &

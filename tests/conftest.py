@@ -20,6 +20,10 @@ from tests.projects import ROOT, Ran, built_once, copy_project, make_template, r
 from tests.servers import free_port, serve_folder
 from tests.tiny_data import write_cifar, write_mnist, write_spec
 
+# The `mlflow server`s the tests start (as team/server.sh's) run no job runner: its worker processes
+# (MLflow's GenAI jobs, unused here) cost about 4 s of CPU each, 200 s of the suite's 1,500.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
 
 @pytest.fixture
 def s3_server(tmp_path, monkeypatch):

@@ -135,9 +135,11 @@ def test_sigterm_while_a_cold_stage_imports_stops_it_before_any_work(prepared_pr
     before = state(project)
     for after_s in (0.03, 0.5, 1.5):  # the interpreter's start, then TensorFlow's import
         result = terminated_at([sys.executable, "-m", "stages.evaluate", "lenet5"], project, after_s)
-        assert assert_stopped_or_done(result, project, before, f"SIGTERM {after_s} s into a cold evaluate") == (
-            "stopped"
-        )
+        if result.returncode == -signal.SIGTERM:  # a busy machine: the signal came before Python ran any code
+            assert after_s == 0.03 and result.stdout == result.stderr == "", (after_s, result)
+        else:
+            moment = f"SIGTERM {after_s} s into a cold evaluate"
+            assert assert_stopped_or_done(result, project, before, moment) == "stopped"
         assert state(project) == before  # nothing began: not even the run was reopened
 
 
