@@ -36,10 +36,11 @@ OWN = ("classic_cnns", "stages")  # imported afresh by each stage, from its own 
 
 
 PER_STAGE = ("PYTHONUNBUFFERED",)  # each forked stage sets its streams by it
+NOT_READ = ("PYTHON",)  # a script's name for its interpreter (bench/gpu_repro.sh's), which Python never reads
 
 
 def load_time_env(env) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES) and k not in PER_STAGE}
+    return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES) and k not in PER_STAGE + NOT_READ}
 
 
 # The command's side: `python -m stages.<name>` (stages/__init__.py calls this first).

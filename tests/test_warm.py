@@ -62,10 +62,11 @@ def test_exit_statuses_signals_and_a_killed_command_are_the_stages(prepared_proj
         "error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue"
     ]
 
-    # kill -9 of the command: its stage goes too (PYTHONUNBUFFERED, as bench/gpu_repro.sh sets it: still warm)
+    # kill -9 of the command: its stage goes too (PYTHONUNBUFFERED and PYTHON, as bench/gpu_repro.sh sets them:
+    # still warm)
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable},
     )  # fmt: skip
     assert process.stdout.readline().startswith("lenet5: ")
     *_, stage_pid = forked(server_log, project)
