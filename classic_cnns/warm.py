@@ -2,8 +2,8 @@
 MLflow, DVC, pandas, matplotlib: the 4-8 s each `python -m stages.<name>` spends importing) and forks
 a process per stage. That process imports this project's code from the stage's own folder and runs
 as `python -m stages.<name>` would: its folder, environment, arguments, standard streams, signals and
-exit status are those of the command that asked. The test suite runs every stage this way
-(tests/conftest.py); so can anyone who runs many short stages:
+exit status are those of the command that asked (`python -m bench.<name>` asks too). The test suite
+runs every stage this way (tests/conftest.py); so can anyone who runs many short stages:
 
     python -m classic_cnns.warm .dvc/tmp/warm.sock &
     export CLASSIC_CNNS_WARM=$PWD/.dvc/tmp/warm.sock   # each `python -m stages.<name>` now starts warm
@@ -32,7 +32,16 @@ SOCKET_ENV = "CLASSIC_CNNS_WARM"
 # what the frameworks read as they load: a stage whose values differ cannot use the loaded ones
 LOAD_TIME_PREFIXES = ("KERAS_", "TF_", "XLA_", "JAX_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "LD_", "PYTHON")
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-OWN = ("classic_cnns", "stages")  # imported afresh by each stage, from its own folder
+OWN = ("classic_cnns", "stages", "bench")  # imported afresh by each stage, from its own folder
+# what the stages import only as they open the MLflow store (its SQL stores and their migrations) or
+# ask DVC: a second or so of each stage's imports (python -X importtime), loaded once here
+LOADED_LATER = (
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "alembic.command",
+    "alembic.autogenerate",
+    "dvc.repo",
+)
 
 
 PER_STAGE = ("PYTHONUNBUFFERED",)  # each forked stage sets its streams by it
@@ -107,6 +116,8 @@ def preload() -> None:
         importlib.import_module(f"stages.{module.name}")
     import matplotlib.pyplot  # noqa: F401 - the figures' (non-interactive) backend, as they set it
 
+    for name in LOADED_LATER:
+        importlib.import_module(name)
     forget_own_modules()
 
 

@@ -2,6 +2,7 @@
 stages.<name>` would, in its folder and environment, with its streams, exit status and signals; a
 stage the server cannot run (another backend) starts cold; a killed command takes its stage along."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from classic_cnns import warm
-from tests.projects import stage
+from tests.projects import ROOT, stage
 
 
 @pytest.fixture
@@ -101,3 +102,16 @@ def test_a_stage_runs_on_the_listed_server_of_its_backend(prepared_project, warm
     tensorflow_log = warm_stages["tensorflow"].with_suffix(".log")
     assert forked(tensorflow_log, prepared_project) == []
     assert f"in {prepared_project}: cold (another Python, or KERAS_BACKEND differs)" in tensorflow_log.read_text()
+
+
+@pytest.mark.slow  # the warm server loads the frameworks
+def test_a_benchmark_runs_warm_too(server_log, tmp_path):
+    """`python -m bench.<name>` asks the server first, as a stage does (bench/__init__.py)."""
+    before = len(forked(server_log, ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.timeline", str(tmp_path / "timeline.json")], cwd=ROOT, capture_output=True,
+        text=True, input="Running stage 'a':\ndone\n", timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout == "Running stage 'a':\ndone\n", result.stderr
+    assert set(json.loads((tmp_path / "timeline.json").read_text())) == {"a", "total"}
+    assert len(forked(server_log, ROOT)) == before + 1
