@@ -48,6 +48,16 @@ PER_STAGE = ("PYTHONUNBUFFERED",)  # each forked stage sets its streams by it
 NOT_READ = ("PYTHON",)  # a script's name for its interpreter (bench/gpu_repro.sh's), which Python never reads
 
 
+# read by JAX (jaxlib's xla_client, from os.environ) only as it makes its backend, which each stage does
+# itself while the server has not: a stage may set them (bench/device.py --grid: each cell's memory share)
+READ_AS_JAX_STARTS = ("XLA_PYTHON_CLIENT_", "XLA_CLIENT_MEM_FRACTION")
+
+
+def jax_backend_made() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(bridge and bridge.backends_are_initialized())
+
+
 def load_time_env(env) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES) and k not in PER_STAGE + NOT_READ}
 
@@ -152,6 +162,8 @@ def serve(path: str) -> None:
         asked = f"{' '.join(request['argv'])} in {request['cwd']}"
         ours, theirs = loaded_with, load_time_env(request["env"])
         differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if not jax_backend_made():
+            differ = [k for k in differ if not k.startswith(READ_AS_JAX_STARTS)]
         if request["python"] != sys.executable or differ:
             print(f"warm: {asked}: cold (another Python, or {', '.join(differ) or 'no variable'} differs)", flush=True)
             conn.send(b"cold")

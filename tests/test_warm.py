@@ -63,11 +63,12 @@ def test_exit_statuses_signals_and_a_killed_command_are_the_stages(prepared_proj
         "error: stopped by SIGTERM; what was finished is kept: rerun the stage to continue"
     ]
 
-    # kill -9 of the command: its stage goes too (PYTHONUNBUFFERED and PYTHON, as bench/gpu_repro.sh sets them:
-    # still warm)
+    # kill -9 of the command: its stage goes too (PYTHONUNBUFFERED and PYTHON, as bench/gpu_repro.sh sets them,
+    # and JAX's memory share, as bench/device.py --grid does: still warm)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.45"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable},
+        stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert process.stdout.readline().startswith("lenet5: ")
     *_, stage_pid = forked(server_log, project)
