@@ -59,7 +59,12 @@ def jax_backend_made() -> bool:
 
 
 def load_time_env(env) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES) and k not in PER_STAGE + NOT_READ}
+    not_yet_read = READ_AS_JAX_STARTS if not jax_backend_made() else ()
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith(LOAD_TIME_PREFIXES) and k not in PER_STAGE + NOT_READ and not k.startswith(not_yet_read)
+    }
 
 
 # The command's side: `python -m stages.<name>` (stages/__init__.py calls this first).
@@ -162,8 +167,6 @@ def serve(path: str) -> None:
         asked = f"{' '.join(request['argv'])} in {request['cwd']}"
         ours, theirs = loaded_with, load_time_env(request["env"])
         differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        if not jax_backend_made():
-            differ = [k for k in differ if not k.startswith(READ_AS_JAX_STARTS)]
         if request["python"] != sys.executable or differ:
             print(f"warm: {asked}: cold (another Python, or {', '.join(differ) or 'no variable'} differs)", flush=True)
             conn.send(b"cold")
