@@ -339,10 +339,11 @@ def pytest_xdist_auto_num_workers(config):
 def pytest_collection_modifyitems(items):
     """Tests that run the stages or `dvc` on a test project are `slow`: `pytest -m "not slow"` is the
     edit-test loop (README). The others go first, so that a plain mistake fails in the first minute;
-    then the longest, so that the xdist workers finish together (`--dist worksteal`, pyproject.toml:
-    a worker that runs out takes the last tests queued on another, where xdist's default, `load`,
-    fixes each worker's next tests ahead: on 2 cores the suite took 629 s with `load`, 509 s with
-    worksteal, one run each, one after the other)."""
+    then the longest, so that the xdist workers finish together. `--dist worksteal` (pyproject.toml)
+    splits this list among the workers in order, and a worker that runs out takes the last tests
+    queued on another. Against xdist's default, `load`, on 2 cores: 629-634 s with load and 508 s with
+    worksteal in one checkout, but 607-698 s with worksteal in clean clones (docs/measurements.md):
+    no gain shown beyond the runs' spread."""
     for item in items:
         if PROJECT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
