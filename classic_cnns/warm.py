@@ -49,8 +49,13 @@ NOT_READ = ("PYTHON",)  # a script's name for its interpreter (bench/gpu_repro.s
 
 
 # read by JAX (jaxlib's xla_client, from os.environ) only as it makes its backend, which each stage does
-# itself while the server has not: a stage may set them (bench/device.py --grid: each cell's memory share)
+# itself while the server has not: a stage may set them (Dask workers sharing a GPU: each one's memory share)
 READ_AS_JAX_STARTS = ("XLA_PYTHON_CLIENT_", "XLA_CLIENT_MEM_FRACTION")
+# XLA parses XLA_FLAGS as JAX makes its backend too (not as it loads: a server with JAX loaded and no
+# backend made serves a stage that asks for N host devices); TensorFlow's servers still count them
+READ_AS_JAX_BACKEND_STARTS = ("XLA_FLAGS",)
+# read only when the stage calls keras.distribution.initialize() (classic_cnns/training/distribute.py)
+READ_WHEN_CALLED = ("KERAS_DISTRIBUTION_",)
 
 
 def jax_backend_made() -> bool:
@@ -59,7 +64,12 @@ def jax_backend_made() -> bool:
 
 
 def load_time_env(env) -> dict[str, str]:
-    not_yet_read = READ_AS_JAX_STARTS if not jax_backend_made() else ()
+    jax_waiting = "jax._src.xla_bridge" in sys.modules and not jax_backend_made()
+    not_yet_read = (
+        READ_WHEN_CALLED
+        + (READ_AS_JAX_STARTS if not jax_backend_made() else ())
+        + (READ_AS_JAX_BACKEND_STARTS if jax_waiting else ())
+    )
     return {
         k: v
         for k, v in env.items()

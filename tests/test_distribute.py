@@ -15,6 +15,7 @@ from classic_cnns.training.distribute import Placement, local_share
 from tests.projects import run
 from tests.servers import free_port
 from tests.test_training import set_params, weights
+from tests.test_warm import forked
 
 
 def test_the_processes_shares_make_up_each_global_batch_in_order():
@@ -31,7 +32,7 @@ def train(project, env: dict) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "stages.train", "lenet5"], project, env={"KERAS_BACKEND": "jax", **env})
 
 
-def test_two_devices_and_two_processes_train_as_one_device(prepared_project):
+def test_two_devices_and_two_processes_train_as_one_device(prepared_project, warm_jax):
     pytest.importorskip("jax")
     project = prepared_project
     set_params(project, epochs=2)
@@ -72,6 +73,10 @@ def test_two_devices_and_two_processes_train_as_one_device(prepared_project):
         np.testing.assert_allclose(a, b, atol=1e-5)
     cost = json.loads((project / "reports/costs/train-lenet5.json").read_text())
     assert (cost["devices"], cost["processes"]) == (2, 2)
+    # each of the four trainings ran on the warm JAX server: XLA_FLAGS and KERAS_DISTRIBUTION_* are read
+    # only as the stage makes its backend or calls keras.distribution.initialize(), after the fork
+    if "jax" in warm_jax.sockets:
+        assert len(forked(warm_jax.sockets["jax"].with_suffix(".log"), project)) == 4
 
 
 def test_several_devices_on_another_backend_is_one_line(prepared_project):
