@@ -4,7 +4,6 @@ machine's own matmul peak, printed beside the committed CPU figures.
 
     python -m bench.device                       # everything, params.yaml as it is
     python -m bench.device --models lenet5 --epochs 2 --images 2000 --no-diagnose   # a quick look
-    python -m bench.device --grid 4              # the claims grid at full size, 4 cells at a time
 
 Runs without DVC and MLflow (a GPU machine often has neither): reads data/prepared/<dataset>.npz
 (`dvc repro prepare@mnist prepare@cifar10`, or copied from a machine that ran them) and writes one
@@ -170,22 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-determinism", action="store_true")
     parser.add_argument("--peak-size", type=int, default=8192, help="matrix side of the peak measurement")
     parser.add_argument("--out", type=Path)
-    parser.add_argument(
-        "--grid",
-        type=int,
-        metavar="WORKERS",
-        help="instead: the claims grid at full size, WORKERS cells at a time (results in ablations/results-full/)",
-    )
-    parser.add_argument("--variants", nargs="+", help="--grid: only these variants (default: all)")
-    parser.add_argument("--deadline", type=float, help="--grid: start no cell after this many seconds")
-    parser.add_argument("--cell", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.cell or args.grid:
-        from bench.device_grid import run
-
-        return run(args)
-    return check(args)
+    return check(parser.parse_args(argv))
 
 
 def check(args: argparse.Namespace) -> int:

@@ -12,7 +12,10 @@
 #   MNIST_MIRROR   DATA_MIRROR for the download stage (a folder with the four official MNIST files)
 #   CIFAR10_COPY   a local CIFAR-10 .npz (relative to the project) used instead of the official archive;
 #                  CIFAR10_TITLE names it (default: CIFAR-10 JPEG stand-in)
-#   GRID           1: then `dvc repro ablations/dvc.yaml` (the claims grid; GRID_JOBS cells at a time)
+#   GRID           1: then `dvc repro ablations/dvc.yaml` (the claims grid's quick check)
+#   FULL_GRID      1: then `dvc repro ablations/full-size/dvc.yaml` (the grid at full size, one cell after another;
+#                  N at a time on the one GPU: python -m classic_cnns.dispatch ablations/full-size/dvc.yaml --workers N,
+#                  which needs the project's git history and a DVC remote)
 #   OUT            where the results go (required)
 #
 # On the lent H200 (no package index; each call carries at most 64 MiB and lays the tree anew, while
@@ -65,17 +68,17 @@ fi
     "$PYTHON" -c "from classic_cnns.environment import describe; import json; print(json.dumps(describe()))"
     "$PYTHON" -m dvc repro 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline.json"
     if [ "${GRID:-0}" = 1 ]; then
-        if [ "${GRID_JOBS:-1}" -gt 1 ]; then
-            ablations/parallel.sh "$GRID_JOBS" 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json" --total-only
-        else
-            "$PYTHON" -m dvc repro ablations/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
-        fi
+        "$PYTHON" -m dvc repro ablations/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
+    fi
+    if [ "${FULL_GRID:-0}" = 1 ]; then
+        "$PYTHON" -m dvc repro ablations/full-size/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-full-grid.json"
     fi
     "$PYTHON" -m dvc status
 } 2>&1 | tee "$OUT/repro.log"
 
 files=()  # mlflow.db: the runs, params, metrics and tags (artifacts stay in mlruns/: the models are too big)
-for f in dvc.lock params.yaml reports ablations/dvc.lock ablations/results ablations/claims.json mlflow.db; do
+for f in dvc.lock params.yaml reports ablations/dvc.lock ablations/results ablations/claims.json \
+    ablations/full-size/dvc.lock ablations/results-full mlflow.db; do
     [ -e "$f" ] && files+=("$f")
 done
 tar -czf "$OUT/results.tar.gz" "${files[@]}"

@@ -3,7 +3,7 @@ line on and, at the end, writes {stage: seconds, ..., "total": seconds} (a stage
 "Running stage 'X'" line to the next stage's, or to the end). Used by bench/gpu_repro.sh.
 
     dvc repro 2>&1 | python -m bench.timeline timeline.json
-    ablations/parallel.sh 4 2>&1 | python -m bench.timeline grid.json --total-only   # stages overlap
+    ... | python -m bench.timeline out.json --total-only   # stages that overlap: only the whole run
 """
 
 from __future__ import annotations

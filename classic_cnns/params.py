@@ -156,7 +156,7 @@ class Ablations(Section):
     val_limit: Count = 2000  # 0 = the whole validation split
     test_limit: Count = 0  # 0 = the whole test set
     variants: Annotated[dict[str, dict], Field(min_length=1)] = {}
-    # the same grid at full size, for a GPU (bench/device.py --grid): results in ablations/results-full/
+    # the same grid at full size (ablations/full-size/dvc.yaml): results in ablations/results-full/
     full_size: Budget = Field(default_factory=Budget)
 
     @field_validator("seeds")
@@ -292,14 +292,18 @@ def load_or_exit(path: str | Path = "params.yaml") -> Params:
         raise SystemExit(2) from None
 
 
-def stage_args(stage: str, argv: list[str], **choices) -> argparse.Namespace:
+def stage_args(stage: str, argv: list[str], optional: dict[str, str] | None = None, **choices) -> argparse.Namespace:
     """A stage's command line: one positional argument per keyword, in order, each one of its choices
-    (e.g. the keys of params.yaml `models`), or a whole number where the choices are `int`. Anything
-    else ends the stage with its usage and exit code 2."""
+    (e.g. the keys of params.yaml `models`), or a whole number where the choices are `int`; those
+    `optional` names may be left out, for the default it gives. Anything else ends the stage with its
+    usage and exit code 2."""
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}")
     for name, allowed in choices.items():
+        default = (optional or {}).get(name)
+        left_out = {"nargs": "?", "default": default} if default is not None else {}
         if allowed is int:
-            parser.add_argument(name, type=int, metavar=name.upper(), help="a whole number")
+            parser.add_argument(name, type=int, metavar=name.upper(), help="a whole number", **left_out)
         else:
-            parser.add_argument(name, choices=list(allowed), metavar=name.upper(), help=", ".join(allowed))
+            words = ", ".join(allowed) + (f" (default: {default})" if default is not None else "")
+            parser.add_argument(name, choices=list(allowed), metavar=name.upper(), help=words, **left_out)
     return parser.parse_args(argv)

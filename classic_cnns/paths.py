@@ -17,7 +17,9 @@ SECTIONS = REPORTS / "sections"  # sections/<name>/: a model's part of the repor
 DIAGNOSTICS = REPORTS / "diagnostics"
 CHECKPOINTS = Path("checkpoints")  # checkpoints/<name>/: the last finished epoch of a training
 GRID_RESULTS = Path("ablations/results")  # the quick grid's cells (stage `cell`)
-FULL_GRID_RESULTS = Path("ablations/results-full")  # the full-size grid's (bench/device.py --grid)
+FULL_GRID = Path("ablations/full-size")  # the full-size grid's pipeline: its dvc.yaml and dvc.lock
+FULL_GRID_RESULTS = Path("ablations/results-full")  # its cells' results (stage `cell` of FULL_GRID)
+FULL_GRID_RECORDS = Path("ablations/records-full")  # full-size cells trained outside DVC, with provenance
 CLAIMS = Path("ablations/claims.json")
 BENCH_RESULTS = Path("bench/results")  # the device check's runs (bench/device.py)
 
@@ -41,6 +43,10 @@ def cost_record(stage: str, name: str) -> Path:
 
 def grid_result(variant: str, seed: int, size: str = "quick") -> Path:
     return (FULL_GRID_RESULTS if size == "full" else GRID_RESULTS) / f"{variant}-seed{seed}.json"
+
+
+def grid_record(variant: str, seed: int) -> Path:
+    return FULL_GRID_RECORDS / f"{variant}-seed{seed}.json"
 
 
 def project_root() -> Path:

@@ -4,8 +4,9 @@ mean ± std over seeds, the 95% confidence interval of the difference and a verd
 
     python -m stages.claims
 
-Reads ablations/results/<variant>-seed<seed>.json (stage `cell`) and, where the full-size grid has
-run (bench/device.py --grid), ablations/results-full/; writes reports/claims.md,
+Reads ablations/results/<variant>-seed<seed>.json (stage `cell`) and the full-size grid's cells: those
+ablations/full-size/dvc.yaml has run (ablations/results-full/), else their records made outside DVC
+(ablations/records-full/); writes reports/claims.md,
 reports/claims.html (self-contained) and ablations/claims.json, logs them to the grid's parent
 MLflow run and marks it finished.
 """
@@ -28,10 +29,10 @@ def main(argv: list[str]) -> int:
     params = load_or_exit()
     try:
         cells = {"quick": grid.load_cells(params)}
-    except FileNotFoundError as exc:
+        full = grid.load_cells(params, "full")
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: claims: {exc}", file=sys.stderr)
         return 2
-    full = grid.load_cells(params, "full")
     if len(full):
         cells = {"full": full, **cells}
     budgets = {size: (claims.claims_table(c), c, grid.cells_budget(params, c, size)) for size, c in cells.items()}

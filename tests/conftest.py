@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import ROOT, Ran, built_once, copy_project, make_template, repro, tiny_env, use_env
+from tests.projects import (
+    ROOT,
+    Ran,
+    built_once,
+    copy_project,
+    make_template,
+    repro,
+    set_grid,
+    tiny_env,
+    use_env,
+)
 from tests.servers import free_port, serve_folder
 from tests.tiny_data import write_cifar, write_mnist, write_spec
 
@@ -264,6 +274,26 @@ def pipeline_template(tmp_path_factory, prepared_template, project_env) -> Ran:
             shutil.copytree(prepared_template.trace, folder / "trace")  # the data stages' reads too
             repro(folder, prepared_template.root, [], tiny_env(project_env))
     return Ran(folder)
+
+
+@pytest.fixture(scope="session")
+def grid_template(tmp_path_factory, prepared_template, project_env) -> Ran:
+    """The tiny project after `dvc repro ablations/dvc.yaml` of the tiny claims grid (tests/projects.py
+    TINY_GRID; once a session): work on a copy (grid_copy)."""
+    with built_once(tmp_path_factory, "grid") as (folder, built):
+        if not built:
+            source = copy_project(prepared_template.root, folder / "source")
+            set_grid(source)
+            repro(folder, source, ["ablations/dvc.yaml"], tiny_env(project_env))
+            shutil.rmtree(source)
+    return Ran(folder)
+
+
+@pytest.fixture
+def grid_copy(tmp_path, grid_template, project_env, monkeypatch) -> Path:
+    """A copy of the tiny project after its claims grid ran serially (its MLflow store included)."""
+    use_env(monkeypatch, project_env)
+    return copy_project(grid_template.root, tmp_path / "project")
 
 
 @pytest.fixture

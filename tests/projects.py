@@ -23,7 +23,8 @@ PROJECT_FILES = [
     "bench",
     "dvc.yaml",
     "ablations/dvc.yaml",
-    "ablations/parallel.sh",
+    "ablations/full-size/dvc.yaml",
+    "ablations/records-full/README.md",
     "params.yaml",
     ".dvc/config",
     ".dvc/plots",
@@ -43,6 +44,26 @@ TINY_PARAMS = {
         "notebook": {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64, "input_scaling": "unit"},
     },
 }
+
+
+# The claims grid, tiny: two LeNet-5 variants, two seeds, 2 epochs on 120 images (grid_template);
+# its full size: 1 epoch on the same 120 images
+TINY_GRID = {
+    "seeds": [1, 2],
+    "epochs": 2,
+    "train_limit": 120,
+    "val_limit": 20,
+    "test_limit": 0,
+    "variants": {"lenet5-tanh-avg": {"base": "lenet5"}, "lenet5-tanh-max": {"base": "lenet5", "pooling": "max"}},
+    "full_size": {"epochs": 1, "train_limit": 120, "val_limit": 20, "test_limit": 0},
+}
+
+
+def set_grid(root: Path, **changes) -> None:
+    """params.yaml `ablations`: the tiny grid, with `changes`."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ablations"].update({**TINY_GRID, **changes})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def copy_project(src: Path, dst: Path) -> Path:
@@ -71,7 +92,6 @@ def make_template(root: Path) -> None:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
-    (root / "ablations/results-full").mkdir()  # the full-size grid's results: none yet
     params = yaml.safe_load((root / "params.yaml").read_text())
     params.update(TINY_PARAMS)
     for model in params["models"].values():

@@ -15,7 +15,7 @@ from scipy import stats
 
 from classic_cnns.analysis.claims import CLAIMS, claims_table, contrast_interval, verdict
 from classic_cnns.model.networks import build
-from classic_cnns.params import TRACE_ENV, ParamsError, load_params
+from classic_cnns.params import ParamsError, load_params
 from tests.projects import ROOT, assert_stages_declare_what_they_read, run
 
 
@@ -28,6 +28,10 @@ def test_the_grid_expands_to_a_cell_per_variant_and_seed_and_stays_out_of_the_de
     # a plain `dvc repro` reproduces ./dvc.yaml, whose stages are these (test_pipeline runs it)
     default = run(["dvc", "stage", "list", "--name-only"], project).stdout.split()
     assert default and not [s for s in default if "cell@" in s or "claims" in s]
+    # the same cells at full size are a pipeline of their own, which no other `dvc repro` runs
+    full = run(["dvc", "stage", "list", "ablations/full-size/dvc.yaml", "--name-only"], project).stdout.split()
+    assert set(full) == {s.replace("ablations/dvc.yaml", "ablations/full-size/dvc.yaml") for s in expected}
+    assert "full-size" not in run(["dvc", "dag", "ablations/dvc.yaml:claims"], project).stdout
     # every variant a claim compares is in the grid, so every claim gets a verdict
     assert {v for c in CLAIMS for v in c.contrast} <= set(params.ablations.variants)
 
@@ -150,44 +154,31 @@ def test_the_interaction_claim_weighs_four_variants():
 COSTS = ("train_seconds", "device", "mlflow_run_id", "concurrent_cells")  # reports/costs/cell-*.json
 
 
-def test_a_tiny_grid_runs_end_to_end(prepared_project, tmp_path, monkeypatch):
-    project = prepared_project
-    monkeypatch.setenv(TRACE_ENV, str(tmp_path / "trace"))
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ablations"].update(
-        seeds=[1, 2],
-        epochs=2,
-        train_limit=120,
-        val_limit=20,
-        test_limit=0,
-        variants={"lenet5-tanh-avg": {"base": "lenet5"}, "lenet5-tanh-max": {"base": "lenet5", "pooling": "max"}},
-    )
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    claims = assert_the_grid_runs_its_cells_and_claims(project, tmp_path)
+def test_a_tiny_grid_runs_end_to_end(grid_template, grid_copy):
+    project = grid_copy
+    claims = assert_the_grid_runs_its_cells_and_claims(project, grid_template)
     parent = assert_mlflow_holds_the_grid(project, claims)
     assert "Running stage" not in run(["dvc", "repro", "ablations/dvc.yaml"], project).stdout
-    assert_cells_run_at_once_learn_what_the_serial_run_learned(project, claims, parent)
-    assert_the_full_size_grid_leads_the_claims(project)
+    assert_the_full_size_pipeline_replaces_the_records(project, claims, parent)
 
 
-def result(project, variant: str, seed: int) -> dict:
-    return json.loads((project / f"ablations/results/{variant}-seed{seed}.json").read_text())
+def result(project, variant: str, seed: int, folder: str = "results") -> dict:
+    return json.loads((project / f"ablations/{folder}/{variant}-seed{seed}.json").read_text())
 
 
-def assert_the_grid_runs_its_cells_and_claims(project, tmp_path) -> list[dict]:
-    first = run(["dvc", "repro", "ablations/dvc.yaml"], project)
-    ran = set(re.findall(r"Running stage '([^']+)'", first.stdout))
-    assert {s for s in ran if "ablations" in s} == {
+def assert_the_grid_runs_its_cells_and_claims(project, ran) -> list[dict]:
+    ran_stages = set(re.findall(r"Running stage '([^']+)'", ran.stdout))
+    assert {s for s in ran_stages if "ablations" in s} == {
         "ablations/dvc.yaml:cell@lenet5-tanh-avg-1",
         "ablations/dvc.yaml:cell@lenet5-tanh-avg-2",
         "ablations/dvc.yaml:cell@lenet5-tanh-max-1",
         "ablations/dvc.yaml:cell@lenet5-tanh-max-2",
         "ablations/dvc.yaml:claims",
     }
-    assert not any(s.startswith(("train@", "evaluate@", "report")) for s in ran)
+    assert not any(s.startswith(("train@", "evaluate@", "report")) for s in ran_stages)
     # each stage declares exactly the params it reads
-    assert assert_stages_declare_what_they_read(project / "ablations/dvc.lock", tmp_path / "trace") == {
-        s.split(":")[1] for s in ran if "ablations" in s
+    assert assert_stages_declare_what_they_read(project / "ablations/dvc.lock", ran.trace) == {
+        s.split(":")[1] for s in ran_stages if "ablations" in s
     }
 
     cell = result(project, "lenet5-tanh-max", 2)
@@ -245,54 +236,67 @@ def assert_mlflow_holds_the_grid(project, claims: list[dict]):
     return parent
 
 
-def assert_cells_run_at_once_learn_what_the_serial_run_learned(project, claims: list[dict], parent) -> None:
-    """Two cells at a time (ablations/parallel.sh; here a variant's two seeds)."""
-    serial = {path.name: path.read_bytes() for path in (project / "ablations/results").glob("*.json")}
-    lock = (project / "ablations/dvc.lock").read_bytes()
-    verdicts = [(c["claim"], c["verdict"], c["difference"]) for c in claims]
-    both = run(["ablations/parallel.sh", "2", "--force"], project, env={"CELLS": "lenet5-tanh-max"})
-    assert len(re.findall(r"Running stage 'ablations/dvc.yaml:cell@", both.stdout)) == 2
-    # the same bytes: so dvc.lock is unchanged, and the claims need no rerun
-    assert {path.name: path.read_bytes() for path in (project / "ablations/results").glob("*.json")} == serial
-    records = (project / "reports/costs").glob("cell-*")
-    concurrent = {path.name: json.loads(path.read_text())["concurrent_cells"] for path in records}
-    assert concurrent == {
-        "cell-lenet5-tanh-max-seed1.json": 2,
-        "cell-lenet5-tanh-max-seed2.json": 2,
-        "cell-lenet5-tanh-avg-seed1.json": 1,
-        "cell-lenet5-tanh-avg-seed2.json": 1,
-    }
-    assert "up to 2 at a time" in (project / "reports/costs.md").read_text()
-    claims_again = run(["dvc", "repro", "ablations/dvc.yaml"], project)  # what parallel.sh runs without CELLS
-    assert re.findall(r"Running stage '([^']+)'", claims_again.stdout) == []
-    assert (project / "ablations/dvc.lock").read_bytes() == lock
-    assert [
-        (c["claim"], c["verdict"], c["difference"]) for c in json.loads((project / "ablations/claims.json").read_text())
-    ] == verdicts
-    assert "up to date" in run(["dvc", "status", "ablations/dvc.yaml"], project).stdout
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id])
-    assert len([r for r in runs if "ablation_grid" in r.data.tags]) == 1  # one parent for cells started at once
-    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 6
-
-
-def assert_the_full_size_grid_leads_the_claims(project) -> None:
-    """The full-size grid (a GPU machine's job: bench/device.py --grid; here 1 epoch on 120 images, no
-    MLflow): the claims then lead with its verdicts, each section naming its budget."""
-    args = "--grid 2 --variants lenet5-tanh-avg lenet5-tanh-max --epochs 1 --images 120".split()
-    grid_run = run([sys.executable, "-m", "bench.device", *args], project)
-    assert '"ran": 4' in grid_run.stdout
-    full_cell = json.loads((project / "ablations/results-full/lenet5-tanh-max-seed2.json").read_text())
-    assert full_cell["budget"] == "full" and full_cell["train_images"] == 120 and full_cell["epochs_run"] == 1
-    third = run(["dvc", "repro", "ablations/dvc.yaml"], project)
-    assert set(re.findall(r"Running stage '([^']+)'", third.stdout)) == {"ablations/dvc.yaml:claims"}
-    claims = json.loads((project / "ablations/claims.json").read_text())
-    assert sorted(c["budget"] for c in claims if "tanh LeNet-5" in c["claim"]) == ["full", "quick"]
+def assert_the_full_size_pipeline_replaces_the_records(project, claims: list[dict], parent) -> None:
+    """Records of full-size cells trained outside DVC lead the claims until the full-size pipeline
+    (ablations/full-size/dvc.yaml) runs a cell, whose result then replaces its record; claims.md says
+    which made each cell, and `dvc status` which cells the pipeline has not run."""
+    records = project / "ablations/records-full"
+    for variant in ("lenet5-tanh-avg", "lenet5-tanh-max"):  # stand-ins: the quick cells, relabelled
+        for seed in (1, 2):
+            cell = result(project, variant, seed)
+            cell.update(budget="full", budget_epochs=1, test_accuracy=0.5 + seed / 100)
+            cell.update(device="GPU: test", train_seconds=1.0, concurrent_cells=1)  # a record holds its costs
+            cell["provenance"] = {"made_by": "a test, outside DVC", "code": "HEAD", "device": "GPU: test"}
+            (records / f"{variant}-seed{seed}.json").write_text(json.dumps(cell))
+    first = run(["dvc", "repro", "ablations/dvc.yaml"], project)
+    assert set(re.findall(r"Running stage '([^']+)'", first.stdout)) == {"ablations/dvc.yaml:claims"}
     md = (project / "reports/claims.md").read_text()
     assert md.index("## At full size") < md.index("## Quick check (small budget, CPU)")
-    assert "for 1 epoch on 120 training images" in md
-    assert re.search(r"trained on (CPU|GPU): [^;]+ \(4 cells\); where a variant's seeds", md)  # labelled by device
-    assert "Trained on" in md.split("## Every variant at full size")[1].split("## Every variant at the small")[0]
+    assert "4 of 4 cells: 0 made by the full-size pipeline" in md and "4 from records" in md
+    assert "| imported record: seeds 1, 2 |" in md
+
+    status = run(["dvc", "status", "ablations/full-size/dvc.yaml"], project).stdout
+    assert status.count("ablations/full-size/dvc.yaml:cell@") == 4  # none run yet
+    cells = [f"ablations/full-size/dvc.yaml:cell@lenet5-tanh-max-{seed}" for seed in (1, 2)]
+    full = run(["dvc", "repro", *cells], project)
+    assert set(re.findall(r"Running stage '([^']+)'", full.stdout)) == set(cells)
+    made = result(project, "lenet5-tanh-max", 2, "results-full")
+    assert made["budget"] == "full" and made["epochs_run"] == 1 and made["train_images"] == 120
+    assert not set(COSTS) & set(made)
+    cost = json.loads((project / "reports/costs/full-cell-lenet5-tanh-max-seed2.json").read_text())
+    assert set(COSTS) <= set(cost)
+    status = run(["dvc", "status", "ablations/full-size/dvc.yaml"], project).stdout
+    assert "cell@lenet5-tanh-avg-1" in status and "cell@lenet5-tanh-max" not in status
+
+    second = run(["dvc", "repro", "ablations/dvc.yaml"], project)  # the lock changed: claims again
+    assert set(re.findall(r"Running stage '([^']+)'", second.stdout)) == {"ablations/dvc.yaml:claims"}
+    md = (project / "reports/claims.md").read_text()
+    assert "4 of 4 cells: 2 made by the full-size pipeline" in md and "2 from records" in md
+    table = md.split("## Every variant at full size")[1].split("## Every variant at the small budget")[0]
+    rows = {line.split(" |")[0][2:]: line for line in table.splitlines()}
+    assert rows["lenet5-tanh-max"].endswith("| pipeline stage: seeds 1, 2 |")
+    assert rows["lenet5-tanh-avg"].endswith("| imported record: seeds 1, 2 |")
+    verdicts = json.loads((project / "ablations/claims.json").read_text())
+    (pooling,) = [c for c in verdicts if "tanh LeNet-5" in c["claim"] and c["budget"] == "full"]
+    made_mean = np.mean([result(project, "lenet5-tanh-max", s, "results-full")["test_accuracy"] for s in (1, 2)])
+    assert pooling["variants"]["lenet5-tanh-max"]["mean"] == pytest.approx(made_mean)
+    assert pooling["variants"]["lenet5-tanh-avg"]["mean"] == pytest.approx(0.515)  # the records'
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("classic-cnns").experiment_id])
+    (full_parent,) = [
+        r for r in runs if r.data.tags.get("ablation_budget") == "full" and "ablation_grid" in r.data.tags
+    ]
+    assert full_parent.info.run_id != parent.info.run_id and "full size" in full_parent.info.run_name
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == full_parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["lenet5-tanh-max-seed1", "lenet5-tanh-max-seed2"]
+    assert all(r.info.status == "FINISHED" and r.data.params["ablations.full_size.epochs"] == "1" for r in children)
+
+    # a result file the lock does not vouch for (made by hand, or changed) is named, with the fix
+    (project / "ablations/results-full/lenet5-tanh-avg-seed1.json").write_text(json.dumps(made))
+    failed = run([sys.executable, "-m", "stages.claims"], project, check=False)
+    (line,) = failed.stderr.strip().splitlines()
+    assert failed.returncode == 2 and "cell@lenet5-tanh-avg-1" in line and "dvc repro" in line
 
 
 def test_the_intro_counts_the_cells_under_each_dataset_title():

@@ -7,6 +7,7 @@ outcome (and its MLflow run marked FAILED with the reason), and the grid goes on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,12 +20,13 @@ from classic_cnns.analysis.claims import CLAIMS
 from classic_cnns.data.prepared import load_split
 from classic_cnns.errors import TrainingFailed
 from classic_cnns.evaluation import scores
-from classic_cnns.paths import grid_result
+from classic_cnns.paths import FULL_GRID, FULL_GRID_RECORDS, grid_record, grid_result
 from classic_cnns.training.checkpoint import fingerprint
 from classic_cnns.training.session import Training
 
 PARENT_TAG = "ablation_grid"
-CONCURRENT_ENV = "CLASSIC_CNNS_CONCURRENT_CELLS"  # set by bench/device.py --grid: cells sharing the device
+CONCURRENT_ENV = "CLASSIC_CNNS_CONCURRENT_CELLS"  # cells sharing the device (classic_cnns/dispatch.py sets it)
+COST_KIND = {"quick": "cell", "full": "full-cell"}  # reports/costs/<kind>-<variant>-seed<seed>.json
 
 
 def budget(params, size: str = "quick") -> dict:
@@ -32,25 +34,27 @@ def budget(params, size: str = "quick") -> dict:
     return {"epochs": a.epochs, "train_limit": a.train_limit, "val_limit": a.val_limit, "test_limit": a.test_limit}
 
 
-def grid_id(params) -> str:
+def grid_id(params, size: str = "quick") -> str:
     """What makes results comparable: the budget and the base recipes (not the list of variants
-    or seeds, so adding one keeps the same parent run)."""
+    or seeds, so adding one keeps the same parent run). Each budget has its own."""
     return fingerprint(
-        budget(params),
+        budget(params, size),
         {k: v.asdict() for k, v in params.models.items()},
         params.prepare.asdict(),
         {k: v.asdict() for k, v in params.data.items()},
+        *(["full"] if size == "full" else []),
     )[:16]
 
 
-def parent_run_id(params) -> str:
-    """The grid's parent run: found by its tag, created by the first cell that needs it."""
+def parent_run_id(params, size: str = "quick") -> str:
+    """The parent run of the grid at the budget `size` names: found by its tag, created by the
+    first cell that needs it."""
     import mlflow
 
     from classic_cnns.tracking import runs, store  # MLflow: not needed by train_cell
 
     store.use_store(params.mlflow.experiment)
-    gid = grid_id(params)
+    gid = grid_id(params, size)
 
     def first() -> str | None:
         found = mlflow.search_runs(
@@ -61,23 +65,30 @@ def parent_run_id(params) -> str:
         return found[0].info.run_id if found else None
 
     uri = store.tracking_uri()
-    with store.store_lock(uri):  # cells running at once (ablations/parallel.sh) share one parent
+    with store.store_lock(uri):  # cells running at once (classic_cnns/dispatch.py) share one parent
         if found := first():
             return found
         client = mlflow.MlflowClient()
         experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
-        a = params.ablations
+        spent = budget(params, size)
         run = client.create_run(
             experiment.experiment_id,
-            run_name=f"ablations ({a.epochs} epochs, {a.train_limit or 'all'} training images)",
-            tags={PARENT_TAG: gid, **runs.run_tags(), **environment.describe()},
+            run_name=f"ablations{' at full size' * (size == 'full')} ({spent['epochs']} epochs, "
+            f"{spent['train_limit'] or 'all'} training images)",
+            tags={PARENT_TAG: gid, "ablation_budget": size, **runs.run_tags(), **environment.describe()},
         )
-        for key, value in budget(params).items():
-            client.log_param(run.info.run_id, f"ablations.{key}", value)
+        for key, value in grid_knobs(params, size).items():
+            client.log_param(run.info.run_id, key, value)
         winner = first()  # on a server no file lock reaches the other machines: the earliest run wins
         if winner != run.info.run_id:
             client.delete_run(run.info.run_id)
         return winner
+
+
+def grid_knobs(params, size: str) -> dict:
+    """The budget as params.yaml names its keys (ablations.epochs, ablations.full_size.epochs, ...)."""
+    prefix = "ablations.full_size" if size == "full" else "ablations"
+    return {f"{prefix}.{k}": v for k, v in budget(params, size).items()}
 
 
 def subset(arrays: dict, budget: dict, seed: int) -> dict[str, np.ndarray]:
@@ -171,17 +182,17 @@ def scored(model, x, y, batch_size: int) -> dict[str, float]:
     return scores.accuracy_and_loss(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0), y)
 
 
-def run_cell(params, variant: str, seed: int) -> dict:
-    """Train and score one cell of the quick grid; write its result file; log it as a child of the
-    grid's MLflow run."""
+def run_cell(params, variant: str, seed: int, size: str = "quick") -> dict:
+    """Train and score one cell at the budget `size` names; write its result file; log it as a
+    child of that budget's MLflow parent run."""
     import mlflow
 
     from classic_cnns.tracking import runs  # MLflow: not needed by train_cell
     from classic_cnns.tracking.epochs import EpochLogger
 
-    cfg = params.ablations.model(params, variant)
+    cfg = params.ablations.model(params, variant, size)
     _, meta = load_split(cfg.dataset)  # its tags (train_cell loads and seeds for the training)
-    parent = parent_run_id(params)
+    parent = parent_run_id(params, size)
     run = mlflow.start_run(
         run_name=f"{variant}-seed{seed}",
         tags={
@@ -189,6 +200,7 @@ def run_cell(params, variant: str, seed: int) -> dict:
             "ablation_variant": variant,
             "ablation_groups": ",".join(claim_groups(variant)),
             "ablation_seed": str(seed),
+            "ablation_budget": size,
             **runs.run_tags(),
             **environment.describe(),
             "architecture": cfg.architecture,
@@ -204,18 +216,18 @@ def run_cell(params, variant: str, seed: int) -> dict:
 
     try:  # from the run's start: a stop is never left to MLflow's exit hook, which ends a run FINISHED
         runs.log_dataset(meta, "training")
-        grid_knobs = {f"ablations.{k}": v for k, v in budget(params).items()}
-        mlflow.log_params({**{f"model.{k}": v for k, v in cfg.asdict().items()}, **grid_knobs, "seed": seed})
-        result = train_cell(params, variant, seed, observers=log_epochs)
+        knobs = grid_knobs(params, size)
+        mlflow.log_params({**{f"model.{k}": v for k, v in cfg.asdict().items()}, **knobs, "seed": seed})
+        result = train_cell(params, variant, seed, size, observers=log_epochs)
         if result["outcome"] != "learned":
             mlflow.set_tags({"failure_reason": result["outcome"], "failure_epoch": str(result["failure_epoch"])})
         loggers[0].flush()
         mlflow.log_metrics({k: v for k, v in result.items() if isinstance(v, float) and math.isfinite(v)})
         # the DVC output holds what code, params and data decide; what the run cost, and where it was
-        # logged, goes to reports/costs/cell-<variant>-seed<seed>.json (not hashed)
+        # logged, goes to reports/costs/<kind>-<variant>-seed<seed>.json (not hashed)
         cost = {k: result.pop(k) for k in COSTS}
-        costs.write("cell", f"{variant}-seed{seed}", {**cost, "mlflow_run_id": run.info.run_id})
-        outputs.write_json(grid_result(variant, seed), result, default=float)
+        costs.write(COST_KIND[size], f"{variant}-seed{seed}", {**cost, "mlflow_run_id": run.info.run_id})
+        outputs.write_json(grid_result(variant, seed, size), result, default=float)
     except BaseException as exc:
         runs.end_run(runs.interrupted_status(exc))
         raise
@@ -234,20 +246,63 @@ def cells_budget(params, cells, size: str) -> dict:
 def load_cells(params, size: str = "quick"):
     """One row per (variant, seed) of params.yaml's grid at the budget `size` names. The quick
     grid's results must all be there (else an error naming the stages to run); of the full-size
-    grid, whatever cells were run."""
+    grid, whatever cells were made (full_size_cells)."""
     import pandas as pd
 
+    if size == "full":
+        return pd.DataFrame(full_size_cells(params))
     rows, missing = [], []
     for variant in params.ablations.variants:
         for seed in params.ablations.seeds:
-            path = grid_result(variant, seed, size)
+            path = grid_result(variant, seed)
             if not path.exists():
                 missing.append(f"cell@{variant}-{seed}")
                 continue
-            rows.append({k: v for k, v in json.loads(path.read_text()).items() if k != "history"})
-    if missing and size == "quick":
+            rows.append(cell_row(path))
+    if missing:
         raise FileNotFoundError(f"no results for {', '.join(missing)}: run `dvc repro ablations/dvc.yaml`")
     return pd.DataFrame(rows)
+
+
+def cell_row(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in ("history", "provenance")}
+
+
+def full_size_cells(params) -> list[dict]:
+    """The full-size grid's cells: each one the full-size pipeline made (its stage has run and
+    ablations/full-size/dvc.lock vouches for the file), else the record of it trained outside DVC
+    (ablations/records-full/), if that ran at params.yaml's full_size budget. `made_by` says which; a
+    pipeline cell's device comes from its cost record. A result file the lock does not vouch for is an
+    error naming the stage to rerun."""
+    made = pipeline_outputs(FULL_GRID / "dvc.lock")
+    wanted = budget(params, "full")
+    rows = []
+    for variant in params.ablations.variants:
+        for seed in params.ablations.seeds:
+            path, stage = grid_result(variant, seed, "full"), f"{FULL_GRID}/dvc.yaml:cell@{variant}-{seed}"
+            if path.exists():
+                if made.get(path.as_posix()) != hashlib.md5(path.read_bytes()).hexdigest():
+                    raise ValueError(
+                        f"{path} is not the output {FULL_GRID}/dvc.lock records for {stage}: "
+                        f"run `dvc repro {stage}` (or move the file to {FULL_GRID_RECORDS}/ as a record)"
+                    )
+                device = costs.read(COST_KIND["full"], f"{variant}-seed{seed}").get("device")
+                rows.append({**cell_row(path), "made_by": "pipeline", "device": device})
+            elif (record := grid_record(variant, seed)).exists():
+                row = cell_row(record)
+                if {k: row.get(f"budget_{k}") for k in wanted} == wanted:
+                    rows.append({**row, "made_by": "record"})
+                else:
+                    print(f"{record}: trained at another budget than ablations.full_size: not used")
+    return rows
+
+
+def pipeline_outputs(lock: Path) -> dict[str, str]:
+    """{output path: md5} of the stages a dvc.lock records."""
+    import yaml
+
+    stages = yaml.safe_load(lock.read_text())["stages"] if lock.exists() else {}
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
 
 
 def log_claims(params, table, files: list[Path]) -> None:

@@ -58,6 +58,7 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
         learned=("outcome", lambda s: int((s == "learned").sum())),
     )
     devices = "device" in cells  # the full-size grid's cells say where they ran (GPU or CPU)
+    made_by = "made_by" in cells  # ... and whether the pipeline or a record made them
     return (
         "table",
         [
@@ -70,6 +71,7 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
             "Train - test (points)",
             "Runs that learned",
             *(["Trained on"] if devices else []),
+            *(["Made by"] if made_by else []),
         ],
         [
             [
@@ -82,6 +84,7 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
                 pct(r.gap),
                 f"{int(r.learned)}/{int(r.seeds)}",
                 *([device_counts(cells[cells["variant"] == r.Index])] if devices else []),
+                *([makers(cells[cells["variant"] == r.Index])] if made_by else []),
             ]
             for r in summary.itertuples()
         ],
@@ -91,6 +94,19 @@ def variants_table(cells: pd.DataFrame, ablations) -> tuple:
 def device_counts(cells: pd.DataFrame) -> str:
     """'GPU: NVIDIA H200 (26 cells), CPU: AMD EPYC (2 cores) (7 cells)': where the cells were trained."""
     return counted(cells["device"].fillna("not recorded").value_counts().items())
+
+
+MAKERS = {"pipeline": "pipeline stage", "record": "imported record"}
+
+
+def makers(cells: pd.DataFrame) -> str:
+    """'pipeline stage: seeds 1, 2; imported record: seed 3': what made each of a variant's cells."""
+    parts = []
+    for maker, label in MAKERS.items():
+        seeds = sorted(int(s) for s in cells.loc[cells["made_by"] == maker, "seed"])
+        if seeds:
+            parts.append(f"{label}: seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}")
+    return "; ".join(parts)
 
 
 def counted(counts) -> str:
@@ -116,9 +132,10 @@ KERNEL_NOTE = (
     "not the kernel alone."
 )
 RERUN_NOTE = (
-    "Rerun: `dvc repro ablations/dvc.yaml` (cells already run are cached); the full-size grid: `python -m "
-    "bench.device --grid 6` on a GPU machine. Each quick cell is an MLflow run under the parent run of the grid, "
-    "tagged ablation_variant and ablation_groups."
+    "Rerun: `dvc repro ablations/dvc.yaml` (cells already run are cached); the full-size grid: `dvc repro "
+    "ablations/full-size/dvc.yaml`, or spread over Dask workers: `python -m classic_cnns.dispatch "
+    "ablations/full-size/dvc.yaml --workers N`. Each cell a pipeline stage made is an MLflow run under its "
+    "budget's parent run, tagged ablation_variant, ablation_groups and ablation_budget."
 )
 
 
@@ -150,6 +167,10 @@ def intro_blocks(budgets: dict) -> list[tuple]:
     return out
 
 
+def made_count(cells: pd.DataFrame, maker: str) -> int:
+    return int((cells["made_by"] == maker).sum())
+
+
 def verdict_blocks(budgets: dict, ablations) -> list[tuple]:
     out = []
     if "full" in budgets:
@@ -159,8 +180,11 @@ def verdict_blocks(budgets: dict, ablations) -> list[tuple]:
             (
                 "p",
                 f"The grid at `ablations.full_size`: {budget_words(budget, ablations.seeds, cells)}; "
-                f"{len(cells)} of {len(ablations.variants) * len(ablations.seeds)} cells "
-                "(`python -m bench.device --grid N`, minutes on a GPU machine; results in ablations/results-full/), "
+                f"{len(cells)} of {len(ablations.variants) * len(ablations.seeds)} cells: "
+                f"{made_count(cells, 'pipeline')} made by the full-size pipeline (`dvc repro "
+                "ablations/full-size/dvc.yaml`, an hour per AlexNet cell on a 2-core CPU, minutes on a GPU), "
+                f"{made_count(cells, 'record')} from records of cells trained outside DVC "
+                "(ablations/records-full/, each with its provenance; *Made by* below says which is which), "
                 f"trained on {device_counts(cells)}; where a variant's seeds ran on different devices "
                 "(*Trained on* below), its spread includes theirs.",
             ),

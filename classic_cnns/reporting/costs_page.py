@@ -158,9 +158,14 @@ def grid_cost(label: str, cells: list[dict]) -> str:
 
 def grid_blocks() -> list[tuple]:
     """What the claims grid's trainings took: the quick grid's cells (reports/costs/cell-*.json) and
-    the full-size grid's (ablations/results-full/, from bench.device --grid)."""
+    the full-size grid's: its pipeline's (reports/costs/full-cell-*.json), and the records of cells
+    trained outside DVC (ablations/records-full/, which hold their own costs) for the others."""
     quick = [_json(f) for f in sorted(paths.COSTS.glob("cell-*.json"))]
-    full = [_json(f) for f in sorted(paths.FULL_GRID_RESULTS.glob("*.json"))]
+    made = sorted(paths.COSTS.glob("full-cell-*.json"))
+    ran = {f.name.removeprefix("full-cell-") for f in made}
+    full = [_json(f) for f in made] + [
+        _json(f) for f in sorted(paths.FULL_GRID_RECORDS.glob("*.json")) if f.name not in ran
+    ]
     budgets = [(label, cells) for label, cells in (("At full size", full), ("The quick check", quick)) if cells]
     if not budgets:
         return []

@@ -56,14 +56,40 @@ def process_id(pid: int | None = None) -> str | None:
     return f"{socket.gethostname()}:{boot}:{pid}:{start}"
 
 
+DISPATCH_TASK_ENV, DISPATCH_WORKER_ENV = "CLASSIC_CNNS_DISPATCH_TASK", "CLASSIC_CNNS_DISPATCH_WORKER"
+
+
 def owned_tags() -> dict[str, str]:
-    """What runs a run now (set whenever a stage opens one): host, pid, start, and process_id()."""
+    """What runs a run now (set whenever a stage opens one): host, pid, start, and process_id(); for a
+    stage a Dask worker runs (classic_cnns/dispatch), the task and the worker."""
     return {
         PROCESS_TAG: process_id() or "",
         "process.host": socket.gethostname(),
         "process.pid": str(os.getpid()),
         "process.started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"dispatch.task": os.environ[DISPATCH_TASK_ENV]} if os.environ.get(DISPATCH_TASK_ENV) else {}),
+        **({"dispatch.worker": os.environ[DISPATCH_WORKER_ENV]} if os.environ.get(DISPATCH_WORKER_ENV) else {}),
     }
+
+
+def end_earlier_attempts(experiment_id: str, task: str, worker: str) -> list[str]:
+    """End KILLED the runs an earlier attempt at this Dask task left RUNNING. Dask runs a task again
+    only once the worker that had it is gone (a machine down, a killed worker), which no process
+    check on this host can see. Returns the ids of the runs ended."""
+    client = mlflow.MlflowClient()
+    running = client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.`dispatch.task` = '{task}'", max_results=200
+    )
+    for run in running:
+        lost = run.data.tags.get("dispatch.worker", "?")
+        reason = (
+            f"its Dask worker ({lost}, on {run.data.tags.get('process.host')}) was lost mid-stage; "
+            f"the stage ran again on worker {worker}"
+        )
+        client.set_tag(run.info.run_id, "killed_reason", reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        print(f"MLflow run {run.info.run_id} ({run.info.run_name}) ended KILLED: {reason}")
+    return [run.info.run_id for run in running]
 
 
 def end_orphans(experiment_id: str) -> None:
