@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 from classic_cnns.dispatch import plan as planning
 from classic_cnns.dispatch import task
 
+RETRIES = 2  # more attempts at a stage whose push was cut off (a lost worker's stage is rerun anyway)
+
 
 class DispatchError(Exception):
     """What stops a dispatch, in one line."""
@@ -170,14 +172,19 @@ def run_all(client, job: dict, steps: list[planning.Step]) -> dict[str, dict]:
     for step in steps:
         upstream = [futures[u] for u in step.upstream]
         key = f"{step.stage}-{job['id']}"
-        futures[step.stage] = client.submit(run_stage, job, step.asdict(), *upstream, key=key, pure=False)
+        futures[step.stage] = client.submit(
+            run_stage, job, step.asdict(), *upstream, key=key, pure=False, retries=RETRIES
+        )
     results = {}
     for future in as_completed(list(futures.values())):
         try:
             done = future.result()
-        except Exception as exc:  # StageFailed (one line), or Dask's own (a task whose workers all died)
+        except Exception as exc:  # StageFailed RETRIES + 1 times, or Dask's own (a task whose workers all died)
             client.cancel(list(futures.values()))
             raise DispatchError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        if "failed" in done:
+            client.cancel(list(futures.values()))
+            raise DispatchError(done["failed"])
         how = "ran" if done["ran"] else "restored from the run-cache"
         print(
             f"{done['stage']}: {how} on worker {done['worker']} ({done['host']}) in {done['seconds']:.1f} s", flush=True

@@ -11,7 +11,8 @@ classic_cnns/dispatch/task.py, starts it there):
 3. `dvc repro --pull --single-item STAGE`: a stage that an earlier attempt finished and pushed is
    restored from the remote's run-cache, not rerun.
 4. `dvc push --run-cache STAGE`: its outputs and its run, for the stages after it and the submitting
-   clone. A push cut off fails the attempt; Dask's next attempt pushes again.
+   clone. A push cut off fails the attempt with exit 75, and Dask tries again (the next attempt
+   finds the stage in its workspace's run-cache, restores it and pushes).
 5. Writes .dvc/tmp/dispatch-result.json: the stage's dvc.lock entry and whether it ran here.
 
 It runs in a process group of its own; if the worker that started it dies, it stops the stage with
@@ -31,6 +32,7 @@ import time
 from classic_cnns.dispatch.task import RESULT, lock_file
 
 NO_DATA = 3
+PUSH_FAILED = 75  # EX_TEMPFAIL: a push cut off; Dask's next attempt pushes again (the stage is restored)
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> int:
         return repro.returncode
     pushed = dvc("push", "--run-cache", stage)
     if pushed.returncode != 0:
-        return pushed.returncode
+        return PUSH_FAILED
     ran = f"Running stage '{stage}'" in repro.stdout
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps({"lock": lock_entry(stage), "ran": ran}))

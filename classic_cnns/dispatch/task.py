@@ -27,12 +27,15 @@ COSTS = Path("reports/costs")  # cost records: not DVC outputs, returned with th
 
 
 class StageFailed(Exception):
-    """A stage that failed on a worker, in one line (Dask raises it again in the submitting clone)."""
+    """An attempt that may succeed if tried again (a push cut off): Dask retries the task."""
+
+
+RETRY = 75  # attempt.py's exit status for a push cut off; any other failure is final, in one line
 
 
 def run_stage(job: dict, step: dict, *upstream: dict) -> dict:
     """Run `step` (a stage of the plan) in this worker's workspace; return where and how it ran, its
-    dvc.lock entry, its uncached outputs and its cost records."""
+    dvc.lock entry, its uncached outputs and its cost records, or `failed`: why, in one line."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -40,7 +43,8 @@ def run_stage(job: dict, step: dict, *upstream: dict) -> dict:
     workspace = workspace_of(name, worker.local_directory)
     started = time.time()
     with locked(workspace):
-        checkout(workspace, job, name)
+        if problem := checkout(workspace, job):
+            return {"stage": step["stage"], "failed": f"worker {name}: {problem}"}
         costs_before = snapshot(workspace / COSTS)
         (workspace / RESULT).unlink(missing_ok=True)
         host = socket.gethostname()
@@ -63,7 +67,10 @@ def run_stage(job: dict, step: dict, *upstream: dict) -> dict:
             start_new_session=True,  # its own group: it ends the stage itself if this worker dies
         )
         if attempt.returncode != 0:
-            raise StageFailed(f"{step['stage']} on worker {name}: {last_error(attempt.stdout + attempt.stderr)}")
+            why = f"{step['stage']} on worker {name}: {last_error(attempt.stdout + attempt.stderr)}"
+            if attempt.returncode == RETRY:
+                raise StageFailed(why)
+            return {"stage": step["stage"], "failed": why}
         made = json.loads((workspace / RESULT).read_text())
         costs_after = snapshot(workspace / COSTS)
     return {
@@ -94,26 +101,23 @@ def locked(workspace: Path):
         yield
 
 
-def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise StageFailed(f"git {' '.join(args)} in {cwd}: {last_error(done.stderr)}")
-    return done
+def git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def checkout(workspace: Path, job: dict, name: str) -> None:
-    """The submitted commit's files in the workspace. DVC's cache and outputs stay (git ignores them);
-    tracked files are reset to the commit."""
+def checkout(workspace: Path, job: dict) -> str | None:
+    """The submitted commit's files in the workspace (DVC's cache and outputs stay: git ignores them;
+    tracked files are reset to the commit); what went wrong, or None."""
     if not (workspace / ".git").exists():
         workspace.mkdir(parents=True, exist_ok=True)
         git("init", "-q", cwd=workspace)
-    fetched = git("fetch", "-q", job["git"], job["commit"], cwd=workspace, check=False)
+    fetched = git("fetch", "-q", job["git"], job["commit"], cwd=workspace)
     if fetched.returncode != 0:
-        raise StageFailed(
-            f"worker {name} cannot fetch commit {job['commit'][:12]} from {job['git']} "
-            f"({last_error(fetched.stderr)}): push it there first"
+        return (
+            f"cannot fetch commit {job['commit'][:12]} from {job['git']} ({last_error(fetched.stderr)}): push it there"
         )
-    git("checkout", "-q", "-f", "--detach", job["commit"], cwd=workspace)
+    done = git("checkout", "-q", "-f", "--detach", job["commit"], cwd=workspace)
+    return f"git checkout in {workspace}: {last_error(done.stderr)}" if done.returncode else None
 
 
 def lock_file(stage: str) -> Path:
