@@ -344,6 +344,8 @@ PROJECT_FIXTURES = {
     "prepared_project",
     "pipeline",
     "pipeline_copy",
+    "grid_template",
+    "grid_copy",
     "team_server",
     "signed_in_team_server",
     "s3_server",
@@ -352,6 +354,7 @@ PROJECT_FIXTURES = {
 
 LONGEST_FIRST = (
     "test_the_pipeline_on_jax_against_the_team_server",
+    "test_two_dask_workers_run_the_tiny_grid_as_a_serial_run_does_with_one_killed_mid_cell",
     "test_sigterm_at_20_moments_of_train_is_never_lost",
     "test_two_devices_and_two_processes_train_as_one_device",
     "test_a_tiny_grid_runs_end_to_end",
