@@ -150,6 +150,7 @@ def test_two_dask_workers_run_the_tiny_grid_as_a_serial_run_does_with_one_killed
     for name, attempts in cells.items():
         assert [r.info.status for r in attempts].count("FINISHED") == 1, name
     (lost,) = [r for attempts in cells.values() for r in attempts if r.info.status != "FINISHED"]
+    assert all(len(attempts) == 1 for name, attempts in cells.items() if name != lost.info.run_name)  # once each
     assert lost.info.run_id == killed and lost.info.status == "KILLED"
     assert lost.data.tags["dispatch.worker"] == "w1"
     (again,) = [r for r in cells[lost.info.run_name] if r.info.status == "FINISHED"]
