@@ -6,7 +6,7 @@ cell declares, which changes no result).
     python -m bench.dispatch PROJECT [--workers 1 2 4] [--out bench/results/dispatch-cpu.json]
 
 PROJECT: a clone whose grid's data is prepared, e.g. the tests' tiny grid (two LeNet-5 variants, two
-seeds: `pytest tests/test_ablations.py -k tiny_grid --basetemp=/tmp/b`, then /tmp/b/grid/project).
+seeds: `pytest tests/test_ablations.py -k tiny_grid -n 0 --basetemp=<folder>`, then <folder>/grid/project).
 It is copied first; the copy gets a local DVC remote. Stages start cold, as a user's do. Prints and
 writes: wall time per run, each stage's seconds run directly and as a Dask task (the engine's
 overhead per cell is the difference: checkout, pulls, pushes, the attempt's own start).
