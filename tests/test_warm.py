@@ -64,7 +64,7 @@ def test_exit_statuses_signals_and_a_killed_command_are_the_stages(prepared_proj
     ]
 
     # kill -9 of the command: its stage goes too (PYTHONUNBUFFERED and PYTHON, as bench/gpu_repro.sh sets them,
-    # and JAX's memory share, as bench/device.py --grid does: still warm)
+    # and JAX's memory share, as Dask workers sharing a GPU get it: still warm)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable, "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.45"}
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "lenet5"], cwd=project, stdout=subprocess.PIPE,
