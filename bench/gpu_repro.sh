@@ -13,9 +13,11 @@
 #   CIFAR10_COPY   a local CIFAR-10 .npz (relative to the project) used instead of the official archive;
 #                  CIFAR10_TITLE names it (default: CIFAR-10 JPEG stand-in)
 #   GRID           1: then `dvc repro ablations/dvc.yaml` (the claims grid's quick check)
-#   FULL_GRID      1: then `dvc repro ablations/full-size/dvc.yaml` (the grid at full size, one cell after another;
-#                  N at a time on the one GPU: python -m classic_cnns.dispatch ablations/full-size/dvc.yaml --workers N,
-#                  which needs the project's git history and a DVC remote)
+#   STAGES         what the first `dvc repro` runs (default: everything; e.g. "prepare@mnist prepare@cifar10")
+#   FULL_GRID      1: then `dvc repro ablations/full-size/dvc.yaml` (the grid at full size, one cell after another)
+#   GRID_WORKERS   N: then the grid at full size on N Dask workers sharing the GPU (python -m classic_cnns.dispatch
+#                  --workers N, each with 1/N of its memory), through a DVC remote in the temporary folder and a
+#                  commit of the inputs (git needed); GRID_CELLS narrows it to some cells (stage addresses)
 #   OUT            where the results go (required)
 #
 # On the lent H200 (no package index; each call carries at most 64 MiB and lays the tree anew, while
@@ -66,12 +68,20 @@ fi
 
 {
     "$PYTHON" -c "from classic_cnns.environment import describe; import json; print(json.dumps(describe()))"
-    "$PYTHON" -m dvc repro 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline.json"
+    # shellcheck disable=SC2086
+    "$PYTHON" -m dvc repro ${STAGES:-} 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline.json"
     if [ "${GRID:-0}" = 1 ]; then
         "$PYTHON" -m dvc repro ablations/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-grid.json"
     fi
     if [ "${FULL_GRID:-0}" = 1 ]; then
         "$PYTHON" -m dvc repro ablations/full-size/dvc.yaml 2>&1 | "$PYTHON" -m bench.timeline "$OUT/timeline-full-grid.json"
+    fi
+    if [ "${GRID_WORKERS:-0}" -gt 0 ]; then  # the workers clone this commit and pull its inputs from the remote
+        "$PYTHON" -m dvc remote add -f -d device "$(dirname "$(mktemp -u)")/dvc-remote"
+        "$PYTHON" -m dvc push -q
+        git add -A && git -c user.name=gpu -c user.email=gpu@localhost commit -qm "the grid's inputs" >/dev/null
+        # shellcheck disable=SC2086
+        time "$PYTHON" -m classic_cnns.dispatch ${GRID_CELLS:-ablations/full-size/dvc.yaml} --workers "$GRID_WORKERS"
     fi
     "$PYTHON" -m dvc status
 } 2>&1 | tee "$OUT/repro.log"

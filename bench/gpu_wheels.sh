@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The wheels bench/gpu_repro.sh installs on a GPU machine that reaches no package index: what
-# requirements.txt pins for the pipeline on JAX (Keras, DVC, MLflow, pydantic and their needs),
+# requirements.txt pins for the pipeline on JAX (Keras, DVC, MLflow, pydantic, Dask and their needs),
 # for that machine's Python, less what its image already holds (bench/gpu_image.txt).
 #
 #   bench/gpu_wheels.sh .whl            # Python 3.12 (the lent H200's), manylinux x86-64
@@ -15,7 +15,7 @@ PY=${PY:-3.12}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$dir"
 "$PYTHON" -m pip wheel -q --no-deps -w "$dir" "$(grep '^antlr4-python3-runtime==' constraints.txt)"
-pins=$(grep -E '^(keras|dvc|mlflow\[auth\]|pydantic|markdown-it-py|urllib3|filelock|PyYAML)==' requirements.txt | cut -d' ' -f1)
+pins=$(grep -E '^(keras|dvc|mlflow\[auth\]|pydantic|markdown-it-py|urllib3|filelock|PyYAML|dask|distributed)==' requirements.txt | cut -d' ' -f1)
 platforms=()
 for p in manylinux_2_34_x86_64 manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 \
     manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
