@@ -1,4 +1,4 @@
-"""Servers the tests start on 127.0.0.1: a folder over http, and a proxy that cuts uploads off."""
+"""Servers the tests start on 127.0.0.1: a folder over http, and a proxy that cuts uploads off or refuses them."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ class _HoldingProxy(http.server.BaseHTTPRequestHandler):
     """Forwards HTTP requests to `server.target`; lets `server.allow` requests that complete an
     object through (a PUT of a whole object, or the POST that completes a multipart upload; the
     parts of a multipart upload always pass), and holds every later one unanswered (sets
-    `server.held`) until `server.release` is set, then drops the connection."""
+    `server.held`) until `server.release` is set, then drops the connection. The first
+    `server.refuse` of those requests are answered 403 AccessDenied instead, which no S3 client
+    retries (counted in `server.refused`)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -51,9 +53,19 @@ class _HoldingProxy(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         if self.completes_an_object():
             with self.server.lock:
-                hold = self.server.puts >= self.server.allow
-                if not hold:
+                refuse = self.server.refused < self.server.refuse
+                self.server.refused += refuse
+                hold = not refuse and self.server.puts >= self.server.allow
+                if not hold and not refuse:
                     self.server.puts += 1
+            if refuse:
+                error = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code></Error>"
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(error)))
+                self.end_headers()
+                self.wfile.write(error)
+                return
             if hold:
                 self.server.held.set()
                 self.server.release.wait(600)
@@ -77,15 +89,17 @@ class _HoldingProxy(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def holding_proxy(target_url: str, allow: int):
+def holding_proxy(target_url: str, allow: int, refuse: int = 0):
     """A proxy on 127.0.0.1 in front of `target_url` that lets `allow` objects be stored and hangs
-    on every later one: an upload cut off part way, deterministically. Yields the server (`.url`,
-    `.held`: an Event set when it first holds one)."""
+    on every later one: an upload cut off part way, deterministically; the first `refuse` uploads
+    are refused (403) first. Yields the server (`.url`, `.held`: an Event set when it first holds
+    one, `.refused`)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HoldingProxy)
     server.daemon_threads = False  # server_close() then waits for uploads still being forwarded
     parsed = urllib.parse.urlsplit(target_url)
     server.target = (parsed.hostname, parsed.port)
     server.allow, server.puts, server.lock = allow, 0, threading.Lock()
+    server.refuse, server.refused = refuse, 0
     server.held, server.release = threading.Event(), threading.Event()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import running_team_server
 from tests.projects import run
-from tests.servers import free_port
+from tests.servers import free_port, holding_proxy
 
 DASK = str(Path(sys.executable).parent / "dask")
 
@@ -187,3 +187,26 @@ def test_uncommitted_work_an_unreachable_scheduler_and_a_worker_without_the_data
     assert {p.name: p.read_bytes() for p in (project / "ablations/results").glob("*.json")} == results
     store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     assert store.get_experiment_by_name("no-data") is None  # no stage started: no run, no experiment
+
+
+def test_a_push_cut_off_on_a_worker_is_finished_by_the_next_attempt_without_a_rerun(prepared_project, s3_server):
+    """The remote refuses the first attempt's first upload (403, which no S3 client retries): the
+    attempt exits 75 and Dask runs the task again, on the one worker there is; that attempt finds the
+    stage in its workspace's run-cache, restores it rather than rerunning it, and pushes."""
+    project = prepared_project
+    run(["dvc", "remote", "add", "-d", "team", "s3://classic-cnns/dvc"], project)
+    run(["dvc", "remote", "modify", "team", "endpointurl", s3_server], project)
+    run(["dvc", "push"], project)  # the downloaded files prepare@mnist reads
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["prepare"]["val_size"] = 50  # was 40: prepare@mnist stale, and nothing upstream
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with holding_proxy(s3_server, allow=10**6, refuse=1) as proxy:
+        run(["dvc", "remote", "modify", "team", "endpointurl", proxy.url], project)
+        commit(project, "another validation split, a remote that refuses one upload")
+        done = run([sys.executable, "-m", "classic_cnns.dispatch", "prepare@mnist", "--workers", "1"], project)
+        assert proxy.refused == 1
+        assert "1 stage(s) to run: 1 on Dask workers" in done.stdout
+        assert "prepare@mnist: restored from the run-cache on worker 0" in done.stdout, done.stdout
+        assert "in sync" in run(["dvc", "status", "--cloud", "prepare@mnist"], project).stdout
+    assert "up to date" in run(["dvc", "status", "prepare@mnist"], project).stdout
+    assert json.loads((project / "data/prepared/mnist.json").read_text())["sizes"]["val"] == 50  # the new split
